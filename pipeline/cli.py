@@ -1,0 +1,91 @@
+"""Command-line interface: one command per DVC stage, each a thin wrapper that loads params.yaml once.
+
+Errors the user can fix (PipelineError) print as one line with exit status 1; nothing prints a traceback.
+"""
+
+import click
+
+from pipeline import params as params_module
+from pipeline.artifacts import Paths
+from pipeline.errors import ParamsError
+
+PARAMS_OPTION = click.option("--params", "params_path", default="params.yaml", show_default=True,
+                             type=click.Path(dir_okay=False), help="The params file to read.")
+
+
+def _dataset(params: params_module.Params, name: str) -> None:
+    if name not in params.datasets:
+        raise ParamsError(f"dataset '{name}' is not listed in params.yaml `datasets:` "
+                                        f"({', '.join(params.datasets)})")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rnn-dvc-pipeline")
+def cli() -> None:
+    """RNN experiment pipeline: the commands behind each DVC stage (run them through `dvc repro`)."""
+
+
+@cli.command()
+@click.argument("dataset")
+@PARAMS_OPTION
+def generate(dataset: str, params_path: str) -> None:
+    """Generate DATASET (a `data:` entry) into data/datasets/DATASET.npz, with a preview PNG."""
+    from pipeline import generate as stage
+
+    params = params_module.load(params_path)
+    _dataset(params, dataset)
+    stage.run(params, dataset, Paths())
+
+
+@cli.command()
+@click.argument("dataset")
+@click.argument("model")
+@PARAMS_OPTION
+def train(dataset: str, model: str, params_path: str) -> None:
+    """Train MODEL (a `models:` entry) on DATASET; writes its checkpoint, metrics and loss curve."""
+    params = params_module.load(params_path)
+    _dataset(params, dataset)
+    params.variant(model)
+    from pipeline import training  # torch is imported only once the arguments are known to be good
+
+    training.run(params, dataset, model, Paths())
+
+
+@cli.command()
+@click.argument("dataset")
+@click.argument("model")
+@PARAMS_OPTION
+def evaluate(dataset: str, model: str, params_path: str) -> None:
+    """Evaluate the trained MODEL on DATASET's held-out data, including the free-running rollout."""
+    params = params_module.load(params_path)
+    _dataset(params, dataset)
+    params.variant(model)
+    from pipeline import evaluation
+
+    evaluation.run(params, dataset, model, Paths())
+
+
+@cli.command()
+@click.argument("dataset")
+@PARAMS_OPTION
+def compare(dataset: str, params_path: str) -> None:
+    """Overlay every model of DATASET: comparison CSVs for `dvc plots` and a comparison PNG."""
+    params = params_module.load(params_path)
+    _dataset(params, dataset)
+    from pipeline import report
+
+    report.compare(params, dataset, Paths())
+
+
+@cli.command()
+@PARAMS_OPTION
+def report(params_path: str) -> None:
+    """Summarize every dataset and model: metrics/summary.json and the leaderboard."""
+    params = params_module.load(params_path)
+    from pipeline import report as stage
+
+    stage.summarize(params, Paths())
+
+
+def main() -> None:
+    cli(prog_name="python -m pipeline")

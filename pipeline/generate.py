@@ -1,0 +1,28 @@
+"""The generate stage: build one dataset from its `data.<name>` params and write it with a preview figure."""
+
+import numpy as np
+
+from pipeline import datasets
+from pipeline.artifacts import Paths
+from pipeline.generators import KINDS
+from pipeline.params import Params
+
+
+def build(params: Params, name: str) -> datasets.Dataset:
+    """Deterministic: the same seed and params give the same arrays, bit for bit."""
+    kind = KINDS.get(params.data_kinds[name], f"data.{name}.kind")
+    return kind.generate(params.dataset(name), name, np.random.default_rng(params.seed))
+
+
+def run(params: Params, name: str, paths: Paths = Paths()) -> datasets.Dataset:
+    from pipeline import plotting  # matplotlib only after the data is known to be good
+
+    data = build(params, name)
+    datasets.save(data, paths.dataset(name))
+    plotting.dataset_preview(paths.dataset_preview(name), data)
+    sizes = data.meta["sizes"]
+    rollout = (f", rollout {data.meta['rollout_sequences']} x {data.meta['rollout_steps']} steps"
+               if data.has_rollout else ", no rollout")
+    print(f"generate {name}: {sizes['train']}/{sizes['val']}/{sizes['test']} train/val/test windows of "
+          f"{data.meta['window']} x {data.meta['n_features']}{rollout}")
+    return data

@@ -1,0 +1,284 @@
+"""Dataset generators, one per `kind`, each faithful to the reference notebook it comes from.
+
+A generator is a pure function `(spec, name, rng) -> Dataset`; its spec is a frozen dataclass whose fields are
+exactly the keys allowed under `data.<name>` in params.yaml. Register a new kind with `@KINDS.register`.
+"""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.datasets import Dataset, make_dataset, random_split, sliding_windows
+from pipeline.errors import DataError
+from pipeline.registry import Registry
+from pipeline.schema import fail, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    spec: type
+    generate: object  # Callable[[spec, str, np.random.Generator], Dataset]
+
+
+KINDS: Registry[Kind] = Registry("dataset kind")
+
+
+def kind(name: str, spec: type):
+    def add(generate):
+        KINDS.register(name)(Kind(spec, generate))
+        return generate
+
+    return add
+
+
+def _held_out(rng: np.random.Generator, sequences: np.ndarray, n_val: int, n_test: int) -> dict[str, np.ndarray]:
+    """Shuffle whole sequences once and cut them into train/val/test: no sequence is in two splits."""
+    order = rng.permutation(len(sequences))
+    return {"val": sequences[order[:n_val]], "test": sequences[order[n_val:n_val + n_test]],
+            "train": sequences[order[n_val + n_test:]]}
+
+
+def _next_value_splits(parts: dict[str, np.ndarray], length: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each sequence's first `length` points are the input window, the next point the target."""
+    return {s: (seqs[:, :length], seqs[:, length]) for s, seqs in parts.items()}
+
+
+# --- sine: seed 002 (and 004) -----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SineSpec:
+    """sin(frequency * t) sampled every dt; train on t < train_until, extrapolate up to extrapolate_until."""
+
+    dt: float = setting(0.1, gt=0)
+    frequency: float = setting(1.0, gt=0)
+    train_until: float = setting(75.0, gt=0)
+    extrapolate_until: float = setting(175.0, gt=0)
+    window: int = setting(15, ge=1)
+    val_fraction: float = setting(0.2, gt=0, lt=1)
+    noise: float = setting(0.0, ge=0)
+
+    def check(self, key: str) -> None:
+        if self.extrapolate_until <= self.train_until:
+            fail(f"{key}.extrapolate_until", f"must be > train_until ({self.train_until}), "
+                 f"got {self.extrapolate_until}")
+        n_train = round(self.train_until / self.dt)
+        if n_train < self.window + 2:
+            fail(f"{key}.window", f"must leave at least 2 training windows in {n_train} points "
+                 f"(train_until / dt), got {self.window}")
+        if round((self.extrapolate_until - self.train_until) / self.dt) <= self.window:
+            fail(f"{key}.extrapolate_until", f"must give more than window ({self.window}) points after "
+                 "train_until for the test windows")
+
+
+@kind("sine", SineSpec)
+def sine(spec: SineSpec, name: str, rng: np.random.Generator) -> Dataset:
+    """Windows of the training part (a seeded random val split); test windows and the rollout target are the
+    continuation t in [train_until, extrapolate_until), never seen in training. The rollout starts from the
+    last training window, as seed 002 extrapolates from its last window (1000 steps with the defaults)."""
+    n_train = round(spec.train_until / spec.dt)
+    n_ext = round((spec.extrapolate_until - spec.train_until) / spec.dt)
+    t = spec.dt * np.arange(n_train + n_ext)  # integer steps avoid arange's float drift
+    series = np.sin(spec.frequency * t)[:, None]
+    if spec.noise:
+        series = series + spec.noise * rng.standard_normal(series.shape)
+    train_part, ext_part = series[:n_train], series[n_train:]
+    train, val = random_split(*sliding_windows(train_part, spec.window), spec.val_fraction, rng)
+    test = sliding_windows(ext_part, spec.window)
+    rollout = (train_part[None, -spec.window:], ext_part[None])
+    return make_dataset(name, "sine", ["sin(t)"], {"train": train, "val": val, "test": test}, rollout,
+                        time_step=spec.dt, time_label="t")
+
+
+# --- sincos: seed 000 ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SincosSpec:
+    """Sums of w*sin(f*t) + w*cos(f*t) over n_terms random (f, w), drawn once per dataset; each sequence
+    starts at a random phase t0 in [0, 2) and covers 2*pi in `length` steps, as in seed 000."""
+
+    n_train: int = setting(300, ge=1)
+    n_val: int = setting(50, ge=1)
+    n_test: int = setting(50, ge=1)
+    length: int = setting(20, ge=2)
+    n_terms: int = setting(4, ge=1)
+    frequency_range: tuple[float, ...] = setting((0.5, 2.5), gt=0)
+    weight_range: tuple[float, ...] = setting((0.5, 2.0))
+    rollout_steps: int = setting(40, ge=1)
+
+    def check(self, key: str) -> None:
+        for field in ("frequency_range", "weight_range"):
+            low_high = getattr(self, field)
+            if len(low_high) != 2 or low_high[0] > low_high[1]:
+                fail(f"{key}.{field}", f"must be [low, high] with low <= high, got {list(low_high)}")
+
+
+@kind("sincos", SincosSpec)
+def sincos(spec: SincosSpec, name: str, rng: np.random.Generator) -> Dataset:
+    frequencies = rng.uniform(*spec.frequency_range, size=spec.n_terms)
+    weights = rng.uniform(*spec.weight_range, size=spec.n_terms)
+    n = spec.n_train + spec.n_val + spec.n_test
+    t0 = rng.random(n) * 2
+    steps = np.arange(spec.length + spec.rollout_steps) * (2 * math.pi / spec.length)
+    t = t0[:, None] + steps[None, :]  # (n, length + rollout_steps)
+    values = (weights * (np.sin(t[..., None] * frequencies) + np.cos(t[..., None] * frequencies))).sum(-1)
+    parts = _held_out(rng, values[..., None], spec.n_val, spec.n_test)
+    test = parts["test"]
+    rollout = (test[:, :spec.length], test[:, spec.length:])
+    return make_dataset(name, "sincos", ["value"], _next_value_splits(parts, spec.length), rollout)
+
+
+# --- ramp and trajectory: seed 001 ----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RampSpec:
+    """k * s for k = k0, k0 + 1, ... with s ~ N(0, 1) and k0 uniform in 0..max_start per sequence; predict the
+    next value from `length` values. Seed 001 always starts at k0 = 0 (max_start 0), so a rollout past k = length
+    asks every model for positions it never saw."""
+
+    max_start: int = setting(0, ge=0)
+    n_train: int = setting(1000, ge=1)
+    n_val: int = setting(100, ge=1)
+    n_test: int = setting(200, ge=1)
+    length: int = setting(5, ge=2)
+    rollout_steps: int = setting(10, ge=1)
+
+
+@kind("ramp", RampSpec)
+def ramp(spec: RampSpec, name: str, rng: np.random.Generator) -> Dataset:
+    n = spec.n_train + spec.n_val + spec.n_test
+    k = rng.integers(0, spec.max_start + 1, size=(n, 1)) + np.arange(spec.length + spec.rollout_steps)
+    values = (k * rng.standard_normal((n, 1)))[..., None]
+    parts = _held_out(rng, values, spec.n_val, spec.n_test)
+    rollout = (parts["test"][:, :spec.length], parts["test"][:, spec.length:])
+    return make_dataset(name, "ramp", ["value"], _next_value_splits(parts, spec.length), rollout)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrajectorySpec:
+    """2-D points (x, a*x + b) at x = x0, x0 + 1, ... with a ~ N(0, 1), b ~ intercept_scale * N(0, 1) and x0
+    uniform in 0..max_start (seed 001: always 0)."""
+
+    max_start: int = setting(0, ge=0)
+    n_train: int = setting(1000, ge=1)
+    n_val: int = setting(100, ge=1)
+    n_test: int = setting(200, ge=1)
+    length: int = setting(5, ge=2)
+    intercept_scale: float = setting(5.0, ge=0)
+    rollout_steps: int = setting(10, ge=1)
+
+
+@kind("trajectory", TrajectorySpec)
+def trajectory(spec: TrajectorySpec, name: str, rng: np.random.Generator) -> Dataset:
+    n = spec.n_train + spec.n_val + spec.n_test
+    x = (rng.integers(0, spec.max_start + 1, size=(n, 1)) + np.arange(spec.length + spec.rollout_steps)).astype(float)
+    a = rng.standard_normal((n, 1))
+    b = rng.standard_normal((n, 1)) * spec.intercept_scale
+    values = np.stack([x, a * x + b], axis=-1)  # (n, L, 2)
+    parts = _held_out(rng, values, spec.n_val, spec.n_test)
+    rollout = (parts["test"][:, :spec.length], parts["test"][:, spec.length:])
+    return make_dataset(name, "trajectory", ["x", "y"], _next_value_splits(parts, spec.length), rollout)
+
+
+# --- memory: seed 001's "limits of RNNs" ---------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class MemorySpec:
+    """`length` N(0, 1) values; the target is x[lag] + x[-1]. Not autoregressive, so no rollout."""
+
+    lag: int = setting(-5)
+    length: int = setting(100, ge=2)
+    n_train: int = setting(1000, ge=1)
+    n_val: int = setting(100, ge=1)
+    n_test: int = setting(200, ge=1)
+
+    def check(self, key: str) -> None:
+        if not -self.length <= self.lag < self.length:
+            fail(f"{key}.lag", f"must index a sequence of length {self.length} "
+                 f"({-self.length}..{self.length - 1}), got {self.lag}")
+
+
+@kind("memory", MemorySpec)
+def memory(spec: MemorySpec, name: str, rng: np.random.Generator) -> Dataset:
+    n = spec.n_train + spec.n_val + spec.n_test
+    x = rng.standard_normal((n, spec.length, 1))
+    y = x[:, spec.lag] + x[:, -1]
+    order = rng.permutation(n)
+    cut = {"val": order[:spec.n_val], "test": order[spec.n_val:spec.n_val + spec.n_test],
+           "train": order[spec.n_val + spec.n_test:]}
+    return make_dataset(name, "memory", ["value"], {s: (x[i], y[i]) for s, i in cut.items()}, None)
+
+
+# --- csv: a user's own series (seed 003's real-world data) -----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class CsvSpec:
+    """One numeric column of a CSV file, split in time order: train, then val, then test.
+
+    A window belongs to the split its target lies in; the rollout continues from the last window before the
+    test part over the whole test part (or its first rollout_steps values)."""
+
+    path: str = setting()
+    column: str = setting()
+    window: int = setting(20, ge=1)
+    val_fraction: float = setting(0.15, gt=0, lt=1)
+    test_fraction: float = setting(0.15, gt=0, lt=1)
+    rollout_steps: int = setting(0, ge=0)
+
+    def check(self, key: str) -> None:
+        if self.val_fraction + self.test_fraction >= 1:
+            fail(f"{key}.test_fraction", f"plus val_fraction must be < 1, got "
+                 f"{self.val_fraction} + {self.test_fraction}")
+        if not Path(self.path).resolve().is_relative_to(Path("data/raw").resolve()):
+            fail(f"{key}.path", f"must be a file under data/raw/ (the folder DVC watches for this stage), "
+                 f"got '{self.path}'")
+
+
+def read_series(path: Path, column: str) -> np.ndarray:
+    """The column as float64, or a DataError that says exactly what is wrong and where (file line numbers)."""
+    import pandas as pd  # only the csv kind needs pandas
+
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; put your CSV file there or fix data.<name>.path")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path} cannot be read as CSV: {reason}") from None
+    if column not in frame.columns:
+        raise DataError(f"{path} has no column '{column}'; columns are: {', '.join(map(str, frame.columns))}")
+    cells = frame[column].str.strip()
+    empty = np.flatnonzero((cells == "").to_numpy())
+    if len(empty):
+        raise DataError(f"{path}: column '{column}' has {len(empty)} empty cell(s), first on line {empty[0] + 2}; "
+                        "fill or drop those rows")
+    values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise DataError(f"{path}: column '{column}' has a non-numeric value {cells.iloc[bad[0]]!r} "
+                        f"on line {bad[0] + 2}")
+    return values
+
+
+@kind("csv", CsvSpec)
+def csv_series(spec: CsvSpec, name: str, rng: np.random.Generator) -> Dataset:
+    series = read_series(Path(spec.path), spec.column)[:, None]
+    n = len(series)
+    n_test = math.floor(n * spec.test_fraction)
+    n_val = math.floor(n * spec.val_fraction)
+    n_train = n - n_val - n_test
+    if n_train < spec.window + 2 or n_val < 1 or n_test < 1:
+        raise DataError(f"{spec.path}: column '{spec.column}' has {n} values, too few for window {spec.window} "
+                        f"with these fractions (train part {n_train} needs >= {spec.window + 2}, val {n_val} "
+                        f"and test {n_test} need >= 1); use a longer series or a smaller data.{name}.window")
+    x, y = sliding_windows(series, spec.window)
+    target_index = np.arange(spec.window, n)
+    split_of = np.where(target_index < n_train, 0, np.where(target_index < n_train + n_val, 1, 2))
+    splits = {s: (x[split_of == i], y[split_of == i]) for i, s in enumerate(("train", "val", "test"))}
+    test_start = n_train + n_val
+    steps = spec.rollout_steps or n_test
+    if steps > n_test:
+        raise DataError(f"data.{name}.rollout_steps is {steps} but the test part has only {n_test} values")
+    rollout = (series[None, test_start - spec.window:test_start], series[None, test_start:test_start + steps])
+    return make_dataset(name, "csv", [spec.column], splits, rollout)

@@ -1,0 +1,181 @@
+"""Load params.yaml once and validate it into frozen, typed objects.
+
+Only the CLI calls `load`; every stage receives the typed sections it needs. Every problem, from a typo in a key
+to a dataset listed without its `data.<name>` entry, is one `ParamsError` line naming the key, e.g.
+`params.yaml: data.sine.dt must be > 0, got -1`.
+"""
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ParamsError
+from pipeline.generators import KINDS
+from pipeline.schema import SchemaError, build, fail, require_mapping, setting, shown
+
+# The model registry lives in models.py, which needs torch; stages that never build a model (generate, report)
+# must not pay torch's import time just to validate names, so the names are listed here too.
+# tests/test_models.py checks that this tuple and the registry agree.
+MODEL_KINDS = ("concat", "elman", "gru", "linear", "lstm", "persistence", "rnn")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    """Sizes shared by every learned variant (`dvc exp run -S model.hidden=20` changes them all)."""
+
+    hidden: int = setting(16, ge=1)
+    layers: int = setting(1, ge=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantParams:
+    """One entry of `models:`; `kind` defaults to the entry's name, the sizes to the `model:` section."""
+
+    kind: str = setting("")
+    hidden: int = setting(0, ge=1)
+    layers: int = setting(0, ge=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    epochs: int = setting(100, ge=1)
+    batch_size: int = setting(64, ge=1)
+    lr: float = setting(0.01, gt=0)
+    clip_norm: float = setting(1.0, ge=0)  # 0 turns clipping off
+    patience: int = setting(10, ge=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalParams:
+    tolerance: float = setting(0.1, gt=0)  # valid horizon: error within this fraction of the data's std
+    horizons: tuple[int, ...] = setting((1, 10, 100), ge=1)
+    plot_sequences: int = setting(3, ge=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A fully resolved model variant: what train builds for `models.<name>`."""
+
+    name: str
+    kind: str
+    hidden: int
+    layers: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    seed: int
+    device: str
+    threads: int
+    datasets: tuple[str, ...]
+    models: dict[str, ModelSpec]
+    data: dict[str, Any]  # name -> the spec dataclass of its kind
+    data_kinds: dict[str, str]
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvalParams
+
+    def dataset(self, name: str) -> Any:
+        if name not in self.data:
+            raise ParamsError(f"params.yaml: no data.{name} entry; datasets are: {', '.join(sorted(self.data))}")
+        return self.data[name]
+
+    def variant(self, name: str) -> ModelSpec:
+        if name not in self.models:
+            raise ParamsError(f"params.yaml: no models.{name} entry; models are: {', '.join(self.models)}")
+        return self.models[name]
+
+
+SECTIONS = ("seed", "device", "threads", "datasets", "models", "data", "model", "train", "evaluate")
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found; run from the project root (where params.yaml is)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    try:
+        return parse(raw)
+    except SchemaError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+
+
+def parse(raw: Any) -> Params:
+    raw = require_mapping("the file", raw)
+    for key in raw:
+        if key not in SECTIONS:
+            raise SchemaError(f"unknown key '{key}'; expected one of: {', '.join(SECTIONS)}")
+    for key in SECTIONS:
+        if key not in raw:
+            raise SchemaError(f"missing key '{key}'; add it (the README lists every setting)")
+    seed, threads = raw["seed"], raw["threads"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        fail("seed", f"must be an integer >= 0, got {shown(seed)}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        fail("threads", f"must be an integer >= 0 (0: torch's default), got {shown(threads)}")
+    device = raw["device"]
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        fail("device", f"must be auto, cpu, cuda, cuda:N or mps; got {shown(device)}")
+    model = build(ModelParams, raw["model"], "model")
+    data, kinds = _parse_data(raw["data"])
+    return Params(
+        seed=seed, device=device, threads=threads,
+        datasets=_parse_datasets(raw["datasets"], data),
+        models=_parse_models(raw["models"], model),
+        data=data, data_kinds=kinds, model=model,
+        train=build(TrainParams, raw["train"], "train"),
+        evaluate=build(EvalParams, raw["evaluate"], "evaluate"),
+    )
+
+
+def _parse_data(raw: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    data, kinds = {}, {}
+    for name, entry in require_mapping("data", raw).items():
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_]+$", name):
+            fail("data", f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
+        entry = require_mapping(f"data.{name}", entry)
+        kind = entry.get("kind")
+        if kind not in KINDS:
+            fail(f"data.{name}.kind", f"must be one of: {', '.join(KINDS.names())}; got {shown(kind)}")
+        data[name] = build(KINDS.get(kind).spec, entry, f"data.{name}", ignore=("kind",))
+        kinds[name] = kind
+    return data, kinds
+
+
+def _parse_datasets(raw: Any, data: dict[str, Any]) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        fail("datasets", f"must be a non-empty list of data.<name> entries, got {shown(raw)}")
+    for name in raw:
+        if name not in data:
+            fail("datasets", f"lists {shown(name)} but there is no data.{name} entry; "
+                 f"add one or choose from: {', '.join(sorted(data))}")
+    if len(set(raw)) != len(raw):
+        fail("datasets", f"lists a dataset twice: {raw}")
+    return tuple(raw)
+
+
+def _parse_models(raw: Any, shared: ModelParams) -> dict[str, ModelSpec]:
+    raw = require_mapping("models", raw)
+    if not raw:
+        fail("models", "must name at least one model, e.g. `lstm: {}`")
+    models = {}
+    for name, entry in raw.items():
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_]+$", name):
+            fail("models", f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
+        variant = build(VariantParams, entry, f"models.{name}")
+        kind = variant.kind or name
+        if kind not in MODEL_KINDS:
+            where = f"models.{name}.kind" if variant.kind else f"models.{name}"
+            fail(where, f"is not a known model; choose from: {', '.join(MODEL_KINDS)} "
+                 f"(or give the entry a `kind:`), got {shown(kind)}")
+        models[name] = ModelSpec(name, kind, variant.hidden or shared.hidden, variant.layers or shared.layers)
+    return models
