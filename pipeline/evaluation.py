@@ -78,7 +78,7 @@ def score(data: datasets.Dataset, model: SequenceModel, cfg: EvalParams, device:
             "rmse_at": {str(h): _rounded(float(errors[h - 1])) for h in cfg.horizons if h <= steps},
             "valid_horizon": valid_horizon(errors, threshold),
         }
-        result.update(pred_rollout=pred, horizon_errors=errors)
+        result.update(pred_rollout=pred, horizon_errors=errors, threshold=threshold)
     return result
 
 

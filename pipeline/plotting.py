@@ -17,6 +17,8 @@ from pipeline.artifacts import atomic_path  # noqa: E402
 from pipeline.datasets import Dataset  # noqa: E402
 
 PREDICTION = "tab:orange"
+FEATURE_STYLES = [{"context": "-", "truth": "--", "prediction": "-"},
+                  {"context": ":", "truth": (0, (1, 1)), "prediction": "-."}]
 
 
 def _save(fig, path: Path) -> None:
@@ -39,10 +41,14 @@ def _rollout_axes(ax, data: Dataset, seq: int, predictions: dict[str, np.ndarray
     before, after = _time(data, np.arange(-window + 1, 1)), _time(data, np.arange(1, steps + 1))
     for f, feature in enumerate(data.meta["features"]):
         suffix = f" {feature}" if data.meta["n_features"] > 1 else ""
-        ax.plot(before, data.rollout_context[seq, :, f], color="grey", lw=2, label=f"context window{suffix}")
-        ax.plot(after, data.rollout_target[seq, :, f], color="black", ls="--", lw=1.5, label=f"truth{suffix}")
+        style = FEATURE_STYLES[f % len(FEATURE_STYLES)]  # colour tells models apart, line style features
+        ax.plot(before, data.rollout_context[seq, :, f], color="grey", lw=2, ls=style["context"],
+                label=f"context window{suffix}")
+        ax.plot(after, data.rollout_target[seq, :, f], color="black", ls=style["truth"], lw=1.5,
+                label=f"truth{suffix}")
         for name, pred in predictions.items():
-            ax.plot(after, pred[seq, :, f], color=colors[name], lw=1.2, label=f"{name}{suffix}")
+            ax.plot(after, pred[seq, :, f], color=colors[name], lw=1.2, ls=style["prediction"],
+                    label=f"{name}{suffix}")
     ax.axvline(0, color="grey", lw=0.8, ls=":")
     if predictions:  # a diverging model must not squash the truth into a flat line: clip to the truth's range
         known = np.concatenate([data.rollout_context[seq].ravel(), data.rollout_target[seq].ravel()])
@@ -100,6 +106,8 @@ def pair_figure(path: Path, data: Dataset, model: str, curve_path: Path, result:
         ax_roll.legend(fontsize=7)
         errors = result["horizon_errors"]
         ax_err.plot(np.arange(1, len(errors) + 1), errors, color=PREDICTION, label=model)
+        ax_err.axhline(result["threshold"], color="grey", ls="--", lw=1,
+                       label=f"tolerance (valid for {result['metrics']['rollout']['valid_horizon']} steps)")
         ax_err.set_yscale("log")
         ax_err.set(title="rollout error against horizon", xlabel="steps ahead",
                    ylabel="RMSE over held-out sequences (original units)")

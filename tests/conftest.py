@@ -1,0 +1,49 @@
+"""Shared fixtures: the real params.yaml shrunk to a tiny, CPU-only profile that runs in seconds."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_SIZES = {
+    "sine": {"train_until": 20.0, "extrapolate_until": 30.0},
+    "sincos": {"n_train": 40, "n_val": 10, "n_test": 10, "rollout_steps": 10},
+    "ramp": {"n_train": 60, "n_val": 10, "n_test": 10},
+    "trajectory": {"n_train": 60, "n_val": 10, "n_test": 10},
+    "memory_short": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
+    "memory_long": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
+}
+
+
+def real_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def tiny_params() -> dict:
+    """The default params with every dataset small, 2 epochs, a small model and device cpu."""
+    raw = copy.deepcopy(real_params())
+    raw["device"] = "cpu"
+    for name, sizes in TINY_SIZES.items():
+        raw["data"][name].update(sizes)
+    raw["model"] = {"hidden": 4, "layers": 1}
+    raw["train"].update(epochs=2, batch_size=16, patience=2)
+    return raw
+
+
+def write_params(directory: Path, raw: dict) -> Path:
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """An empty project folder holding the tiny params.yaml, made the working directory (stages use
+    paths relative to the project root, as under `dvc repro`)."""
+    write_params(tmp_path, tiny_params())
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
