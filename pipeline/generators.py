@@ -242,13 +242,16 @@ def read_series(path: Path, column: str) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path} does not exist; put your CSV file there or fix data.<name>.path")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # Blank lines are kept as rows (of empty cells) so that reported line numbers match the file.
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path} cannot be read as CSV: {reason}") from None
     if column not in frame.columns:
         raise DataError(f"{path} has no column '{column}'; columns are: {', '.join(map(str, frame.columns))}")
-    cells = frame[column].str.strip()
+    filled = np.flatnonzero((frame.fillna("").astype(str).apply(lambda c: c.str.strip()) != "").any(axis=1))
+    frame = frame.iloc[:filled[-1] + 1] if len(filled) else frame.iloc[:0]  # blank lines at the end are no data
+    cells = frame[column].fillna("").astype(str).str.strip()
     empty = np.flatnonzero((cells == "").to_numpy())
     if len(empty):
         raise DataError(f"{path}: column '{column}' has {len(empty)} empty cell(s), first on line {empty[0] + 2}; "

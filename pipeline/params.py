@@ -20,7 +20,8 @@ from pipeline.schema import SchemaError, build, fail, require_mapping, setting, 
 # must not pay torch's import time just to validate names, so the names are listed here too.
 # tests/test_models.py checks that this tuple and the registry agree.
 MODEL_KINDS = ("concat", "elman", "gru", "linear", "lstm", "persistence", "rnn")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def parse(raw: Any) -> Params:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         fail("threads", f"must be an integer >= 0 (0: torch's default), got {shown(threads)}")
     device = raw["device"]
-    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
         fail("device", f"must be auto, cpu, cuda, cuda:N or mps; got {shown(device)}")
     model = build(ModelParams, raw["model"], "model")
     data, kinds = _parse_data(raw["data"])
@@ -140,11 +141,11 @@ def parse(raw: Any) -> Params:
 def _parse_data(raw: Any) -> tuple[dict[str, Any], dict[str, str]]:
     data, kinds = {}, {}
     for name, entry in require_mapping("data", raw).items():
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_]+$", name):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             fail("data", f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
         entry = require_mapping(f"data.{name}", entry)
         kind = entry.get("kind")
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             fail(f"data.{name}.kind", f"must be one of: {', '.join(KINDS.names())}; got {shown(kind)}")
         data[name] = build(KINDS.get(kind).spec, entry, f"data.{name}", ignore=("kind",))
         kinds[name] = kind
@@ -155,6 +156,8 @@ def _parse_datasets(raw: Any, data: dict[str, Any]) -> tuple[str, ...]:
     if not isinstance(raw, list) or not raw:
         fail("datasets", f"must be a non-empty list of data.<name> entries, got {shown(raw)}")
     for name in raw:
+        if not isinstance(name, str):
+            fail("datasets", f"must list data.<name> entries by name, got {shown(name)}")
         if name not in data:
             fail("datasets", f"lists {shown(name)} but there is no data.{name} entry; "
                  f"add one or choose from: {', '.join(sorted(data))}")
@@ -169,7 +172,7 @@ def _parse_models(raw: Any, shared: ModelParams) -> dict[str, ModelSpec]:
         fail("models", "must name at least one model, e.g. `lstm: {}`")
     models = {}
     for name, entry in raw.items():
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_]+$", name):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             fail("models", f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
         variant = build(VariantParams, entry, f"models.{name}")
         kind = variant.kind or name

@@ -71,19 +71,20 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
     raise TypeError(f"schema cannot read fields of type {annotation!r}")  # a programming error, not a user one
 
 
-def _check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
-    items = value if isinstance(value, tuple) else (value,)
-    for item in items:
+def _check_bounds(key: str, value: Any, meta: Mapping[str, Any], written: Any) -> None:
+    """`written` is the value as the user wrote it, so that messages quote -1 rather than -1.0."""
+    pairs = zip(value, written) if isinstance(value, tuple) else ((value, written),)
+    for item, as_written in pairs:
         if "choices" in meta and item not in meta["choices"]:
-            fail(key, f"must be one of: {', '.join(meta['choices'])}; got {shown(item)}")
+            fail(key, f"must be one of: {', '.join(meta['choices'])}; got {shown(as_written)}")
         if "gt" in meta and not item > meta["gt"]:
-            fail(key, f"must be > {meta['gt']}, got {shown(item)}")
+            fail(key, f"must be > {meta['gt']}, got {shown(as_written)}")
         if "ge" in meta and not item >= meta["ge"]:
-            fail(key, f"must be >= {meta['ge']}, got {shown(item)}")
+            fail(key, f"must be >= {meta['ge']}, got {shown(as_written)}")
         if "lt" in meta and not item < meta["lt"]:
-            fail(key, f"must be < {meta['lt']}, got {shown(item)}")
+            fail(key, f"must be < {meta['lt']}, got {shown(as_written)}")
         if "le" in meta and not item <= meta["le"]:
-            fail(key, f"must be <= {meta['le']}, got {shown(item)}")
+            fail(key, f"must be <= {meta['le']}, got {shown(as_written)}")
 
 
 def require_mapping(key: str, raw: Any) -> Mapping[str, Any]:
@@ -111,7 +112,7 @@ def build(cls: type[T], raw: Any, key: str, ignore: tuple[str, ...] = ()) -> T:
                 raise SchemaError(f"missing key '{sub}'; add it (the README lists every setting)")
             continue
         value = _convert(sub, raw[name], hints[name])
-        _check_bounds(sub, value, f.metadata)
+        _check_bounds(sub, value, f.metadata, raw[name])
         values[name] = value
     obj = cls(**values)
     check = getattr(obj, "check", None)

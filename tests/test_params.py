@@ -1,0 +1,299 @@
+"""params.yaml validation: the real file loads, and every bad input is one exact, one-line ParamsError."""
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline import params as params_module
+from pipeline.errors import ParamsError, PipelineError
+from pipeline.schema import SchemaError
+
+from conftest import ROOT, tiny_params, write_params
+
+DEFAULT_DATASETS = ("sine", "sincos", "ramp", "trajectory", "memory_short", "memory_long")
+DEFAULT_MODELS = ["persistence", "linear", "elman", "concat", "rnn", "lstm", "gru"]
+KIND_CHOICES = "csv, memory, ramp, sincos, sine, trajectory"
+MODEL_CHOICES = "concat, elman, gru, linear, lstm, persistence, rnn"
+
+
+def load_error(project: Path, raw: dict) -> str:
+    """Write `raw` as params.yaml in the project, load it by its relative name, and return the error message."""
+    write_params(project, raw)
+    with pytest.raises(ParamsError) as exc:
+        params_module.load("params.yaml")
+    message = str(exc.value)
+    assert message == exc.value.message
+    assert "\n" not in message, "a params error must be one line"
+    return message
+
+
+def load_text_error(project: Path, text: str) -> str:
+    (project / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError) as exc:
+        params_module.load("params.yaml")
+    assert "\n" not in str(exc.value)
+    return str(exc.value)
+
+
+def mutated(change: Callable[[dict], object]) -> dict:
+    raw = tiny_params()
+    change(raw)
+    return raw
+
+
+# --- the good files ----------------------------------------------------------------------------------------
+
+def test_default_params_yaml_loads():
+    params = params_module.load(ROOT / "params.yaml")
+    assert params.seed == 0
+    assert params.device == "auto"
+    assert params.datasets == DEFAULT_DATASETS
+    assert list(params.models) == DEFAULT_MODELS
+    assert all(spec.kind == name and spec.hidden == 16 and spec.layers == 1
+               for name, spec in params.models.items())
+    assert params.data_kinds == {"sine": "sine", "sincos": "sincos", "ramp": "ramp", "trajectory": "trajectory",
+                                 "memory_short": "memory", "memory_long": "memory"}
+    sine = params.dataset("sine")
+    assert (sine.dt, sine.train_until, sine.extrapolate_until, sine.window) == (0.1, 75.0, 175.0, 15)
+    assert params.dataset("memory_short").lag == -5 and params.dataset("memory_long").lag == 0
+    assert params.dataset("sincos").frequency_range == (0.5, 2.5)
+    assert params.train.lr == 0.01 and params.train.epochs == 100
+    assert params.evaluate.horizons == (1, 10, 100)
+
+
+def test_tiny_profile_loads(project):
+    params = params_module.load("params.yaml")
+    assert params.device == "cpu"
+    assert params.train.epochs == 2
+    assert params.dataset("ramp").n_train == 60
+
+
+def test_params_are_frozen(project):
+    params = params_module.load("params.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_variant_inherits_shared_sizes_and_can_override_them(project):
+    raw = tiny_params()
+    raw["models"] = {"lstm": {}, "big": {"kind": "gru", "hidden": 32, "layers": 2}}
+    write_params(project, raw)
+    params = params_module.load("params.yaml")
+    assert params.variant("lstm") == params_module.ModelSpec("lstm", "lstm", 4, 1)
+    assert params.variant("big") == params_module.ModelSpec("big", "gru", 32, 2)
+
+
+@pytest.mark.parametrize("text", ["lr: '1e-3'", "lr: 1e-3", "lr: 1.0e-3"])
+def test_numeric_string_lr_is_accepted(project, text):
+    """PyYAML reads `1e-3` (no dot) as a string; it must still mean 0.001."""
+    params_text = (project / "params.yaml").read_text()
+    assert "lr: 0.01" in params_text
+    (project / "params.yaml").write_text(params_text.replace("lr: 0.01", text))
+    lr = params_module.load("params.yaml").train.lr
+    assert isinstance(lr, float)
+    assert lr == 0.001
+
+
+@pytest.mark.parametrize("lag", [-12, -1, 0, 11])
+def test_memory_lag_at_the_bounds_is_accepted(project, lag):
+    write_params(project, mutated(lambda r: r["data"]["memory_short"].update(lag=lag)))
+    assert params_module.load("params.yaml").dataset("memory_short").lag == lag
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_good_device_strings_are_accepted(project, device):
+    write_params(project, mutated(lambda r: r.update(device=device)))
+    assert params_module.load("params.yaml").device == device
+
+
+def test_csv_path_under_data_raw_is_accepted(project):
+    raw = mutated(lambda r: r["data"].update(mine={"kind": "csv", "path": "data/raw/x.csv", "column": "v"}))
+    write_params(project, raw)
+    params = params_module.load("params.yaml")
+    assert params.data_kinds["mine"] == "csv"
+    assert params.dataset("mine").path == "data/raw/x.csv"
+
+
+# --- the bad files: one exact line each ----------------------------------------------------------------------
+
+BAD = [
+    ("unknown-key-typo", lambda r: r["model"].update(hiden=8),
+     "params.yaml: unknown key 'model.hiden'; expected one of: hidden, layers"),
+    ("unknown-top-level-key", lambda r: r.update(sed=1),
+     "params.yaml: unknown key 'sed'; expected one of: seed, device, threads, datasets, models, data, model, "
+     "train, evaluate"),
+    ("unknown-key-in-data-entry", lambda r: r["data"]["sine"].update(windw=5),
+     "params.yaml: unknown key 'data.sine.windw'; expected one of: dt, extrapolate_until, frequency, kind, noise, "
+     "train_until, val_fraction, window"),
+    ("lr-not-a-number", lambda r: r["train"].update(lr="1e-3x"),
+     "params.yaml: train.lr must be a number, got '1e-3x'"),
+    ("lr-bool", lambda r: r["train"].update(lr=True),
+     "params.yaml: train.lr must be a number, got True"),
+    ("epochs-float", lambda r: r["train"].update(epochs=2.5),
+     "params.yaml: train.epochs must be an integer, got 2.5"),
+    ("epochs-string", lambda r: r["train"].update(epochs="2"),
+     "params.yaml: train.epochs must be an integer, got '2'"),
+    ("negative-dt", lambda r: r["data"]["sine"].update(dt=-0.5),
+     "params.yaml: data.sine.dt must be > 0, got -0.5"),
+    ("zero-dt", lambda r: r["data"]["sine"].update(dt=0.0),
+     "params.yaml: data.sine.dt must be > 0, got 0.0"),
+    ("zero-hidden", lambda r: r["model"].update(hidden=0),
+     "params.yaml: model.hidden must be >= 1, got 0"),
+    ("zero-hidden-in-variant", lambda r: r["models"].update(lstm={"hidden": 0}),
+     "params.yaml: models.lstm.hidden must be >= 1, got 0"),
+    ("unknown-dataset-kind", lambda r: r["data"]["sine"].update(kind="sinus"),
+     f"params.yaml: data.sine.kind must be one of: {KIND_CHOICES}; got 'sinus'"),
+    ("missing-dataset-kind", lambda r: r["data"]["sine"].pop("kind"),
+     f"params.yaml: data.sine.kind must be one of: {KIND_CHOICES}; got None"),
+    ("unknown-model-name", lambda r: r["models"].update(lstn={}),
+     f"params.yaml: models.lstn is not a known model; choose from: {MODEL_CHOICES} "
+     "(or give the entry a `kind:`), got 'lstn'"),
+    ("unknown-model-kind", lambda r: r["models"].update(mine={"kind": "tcn"}),
+     f"params.yaml: models.mine.kind is not a known model; choose from: {MODEL_CHOICES} "
+     "(or give the entry a `kind:`), got 'tcn'"),
+    ("no-models", lambda r: r.update(models={}),
+     "params.yaml: models must name at least one model, e.g. `lstm: {}`"),
+    ("dataset-without-data-entry", lambda r: r["datasets"].append("weather"),
+     "params.yaml: datasets lists 'weather' but there is no data.weather entry; add one or choose from: "
+     "memory_long, memory_short, ramp, sincos, sine, trajectory"),
+    ("dataset-listed-twice", lambda r: r.update(datasets=["sine", "ramp", "sine"]),
+     "params.yaml: datasets lists a dataset twice: ['sine', 'ramp', 'sine']"),
+    ("empty-datasets", lambda r: r.update(datasets=[]),
+     "params.yaml: datasets must be a non-empty list of data.<name> entries, got []"),
+    ("missing-section", lambda r: r.pop("train"),
+     "params.yaml: missing key 'train'; add it (the README lists every setting)"),
+    ("missing-required-csv-key", lambda r: r["data"].update(mine={"kind": "csv", "column": "v"}),
+     "params.yaml: missing key 'data.mine.path'; add it (the README lists every setting)"),
+    ("section-not-a-mapping", lambda r: r.update(train=5),
+     "params.yaml: train must be a mapping of keys to values, got 5"),
+    ("bad-device", lambda r: r.update(device="gpu"),
+     "params.yaml: device must be auto, cpu, cuda, cuda:N or mps; got 'gpu'"),
+    ("bad-device-cuda-colon", lambda r: r.update(device="cuda:"),
+     "params.yaml: device must be auto, cpu, cuda, cuda:N or mps; got 'cuda:'"),
+    ("negative-seed", lambda r: r.update(seed=-1),
+     "params.yaml: seed must be an integer >= 0, got -1"),
+    ("window-too-long", lambda r: r["data"]["sine"].update(window=500),
+     "params.yaml: data.sine.window must leave at least 2 training windows in 200 points (train_until / dt), "
+     "got 500"),
+    ("extrapolate-equal-train", lambda r: r["data"]["sine"].update(extrapolate_until=20.0),
+     "params.yaml: data.sine.extrapolate_until must be > train_until (20.0), got 20.0"),
+    ("extrapolate-before-train", lambda r: r["data"]["sine"].update(extrapolate_until=10.0),
+     "params.yaml: data.sine.extrapolate_until must be > train_until (20.0), got 10.0"),
+    ("extrapolation-too-short-for-test-windows", lambda r: r["data"]["sine"].update(extrapolate_until=21.0),
+     "params.yaml: data.sine.extrapolate_until must give more than window (15) points after train_until for "
+     "the test windows"),
+    ("val-fraction-one", lambda r: r["data"]["sine"].update(val_fraction=1),
+     "params.yaml: data.sine.val_fraction must be < 1, got 1"),
+    ("memory-lag-too-high", lambda r: r["data"]["memory_short"].update(lag=12),
+     "params.yaml: data.memory_short.lag must index a sequence of length 12 (-12..11), got 12"),
+    ("memory-lag-too-low", lambda r: r["data"]["memory_short"].update(lag=-13),
+     "params.yaml: data.memory_short.lag must index a sequence of length 12 (-12..11), got -13"),
+    ("range-reversed", lambda r: r["data"]["sincos"].update(frequency_range=[2.0, 1.0]),
+     "params.yaml: data.sincos.frequency_range must be [low, high] with low <= high, got [2.0, 1.0]"),
+    ("horizons-not-a-list", lambda r: r["evaluate"].update(horizons=5),
+     "params.yaml: evaluate.horizons must be a list, got 5"),
+    ("bad-data-name", lambda r: r["data"].update({"my data": {"kind": "sine"}}),
+     "params.yaml: data has a bad name 'my data': use letters, digits and _ (it becomes a file name)"),
+    ("csv-fractions-too-big",
+     lambda r: r["data"].update(mine={"kind": "csv", "path": "data/raw/x.csv", "column": "v",
+                                      "val_fraction": 0.5, "test_fraction": 0.5}),
+     "params.yaml: data.mine.test_fraction plus val_fraction must be < 1, got 0.5 + 0.5"),
+    ("csv-path-outside-data-raw",
+     lambda r: r["data"].update(mine={"kind": "csv", "path": "/etc/passwd", "column": "v"}),
+     "params.yaml: data.mine.path must be a file under data/raw/ (the folder DVC watches for this stage), "
+     "got '/etc/passwd'"),
+]
+
+
+@pytest.mark.parametrize("change, expected", [pytest.param(c, e, id=i) for i, c, e in BAD])
+def test_bad_value_is_one_exact_line(project, change, expected):
+    assert load_error(project, mutated(change)) == expected
+
+
+def test_there_are_at_least_ten_bad_inputs():
+    assert len(BAD) >= 10
+
+
+def test_invalid_yaml(project):
+    message = load_text_error(project, "seed: 0\ndevice: [cpu\n")
+    assert message == "params.yaml is not valid YAML at line 3: expected ',' or ']', but got '<stream end>'"
+
+
+def test_yaml_that_is_not_a_mapping(project):
+    assert load_text_error(project, "- seed\n- device\n") == \
+        "params.yaml: the file must be a mapping of keys to values, got ['seed', 'device']"
+
+
+def test_empty_file_names_the_first_missing_key(project):
+    assert load_text_error(project, "") == \
+        "params.yaml: missing key 'seed'; add it (the README lists every setting)"
+
+
+def test_infinite_lr(project):
+    text = (project / "params.yaml").read_text().replace("lr: 0.01", "lr: .inf")
+    assert load_text_error(project, text) == "params.yaml: train.lr must be a finite number, got inf"
+
+
+def test_missing_file_names_the_path_as_given(project):
+    with pytest.raises(ParamsError) as exc:
+        params_module.load("other.yaml")
+    assert str(exc.value) == "other.yaml not found; run from the project root (where params.yaml is)"
+
+
+def test_message_starts_with_the_path_as_given(project):
+    (project / "conf").mkdir()
+    write_params(project / "conf", mutated(lambda r: r["model"].update(hidden=0)))
+    with pytest.raises(ParamsError) as exc:
+        params_module.load(Path("conf") / "params.yaml")
+    assert str(exc.value) == "conf/params.yaml: model.hidden must be >= 1, got 0"
+
+
+def test_params_error_is_a_pipeline_error_with_exit_status_1(project):
+    write_params(project, mutated(lambda r: r.update(device="gpu")))
+    with pytest.raises(PipelineError) as exc:
+        params_module.load("params.yaml")
+    assert isinstance(exc.value, ParamsError)
+    assert exc.value.exit_code == 1
+
+
+def test_parse_raises_schema_error_without_the_file_name():
+    with pytest.raises(SchemaError) as exc:
+        params_module.parse(mutated(lambda r: r["model"].update(hidden=0)))
+    assert str(exc.value) == "model.hidden must be >= 1, got 0"
+
+
+def test_lookup_of_unknown_dataset_and_model(project):
+    params = params_module.load("params.yaml")
+    with pytest.raises(ParamsError) as exc:
+        params.dataset("weather")
+    assert str(exc.value) == ("params.yaml: no data.weather entry; datasets are: "
+                              "memory_long, memory_short, ramp, sincos, sine, trajectory")
+    with pytest.raises(ParamsError) as exc:
+        params.variant("lstn")
+    assert str(exc.value) == ("params.yaml: no models.lstn entry; models are: "
+                              "persistence, linear, elman, concat, rnn, lstm, gru")
+
+
+# --- known bugs: the correct behaviour, expected to fail until fixed ---------------------------------------
+
+def test_negative_integer_dt_is_shown_as_written(project):
+    assert load_error(project, mutated(lambda r: r["data"]["sine"].update(dt=-1))) == \
+        "params.yaml: data.sine.dt must be > 0, got -1"
+
+
+def test_list_as_dataset_kind_is_a_params_error(project):
+    raw = mutated(lambda r: r["data"]["sine"].update(kind=["sine"]))
+    assert load_error(project, raw) == \
+        f"params.yaml: data.sine.kind must be one of: {KIND_CHOICES}; got ['sine']"
+
+
+def test_nested_list_in_datasets_is_a_params_error(project):
+    message = load_error(project, mutated(lambda r: r.update(datasets=[["sine"]])))
+    assert message.startswith("params.yaml: datasets ")
+
+
+def test_device_with_trailing_newline_is_rejected(project):
+    assert load_error(project, mutated(lambda r: r.update(device="cpu\n"))) == \
+        "params.yaml: device must be auto, cpu, cuda, cuda:N or mps; got 'cpu\\n'"
