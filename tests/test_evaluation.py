@@ -1,0 +1,282 @@
+"""The evaluate stage: metric helpers on hand-checked numbers, the free-running rollout against a system whose
+continuation is known exactly, and the stage's outputs (metrics JSON, CSVs, figure) on a tiny generated run."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import pipeline.generate
+import pipeline.params
+import pipeline.training
+from pipeline import evaluation, models
+from pipeline.artifacts import Paths
+from pipeline.baselines import LinearAR, Persistence
+
+from conftest import tiny_params, write_params
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# The tiny sine continues for round((25 - 20) / 0.1) = 50 steps, so horizon 100 is longer than the rollout.
+SINE_STEPS = 50
+HORIZONS = [1, 10, 50, 100]
+
+
+# --- the exact sine recurrence ------------------------------------------------------------------------------
+
+def sine_recurrence(dt_hint: float = 0.1) -> tuple[LinearAR, float]:
+    """A window-2 LinearAR holding x[t+1] = 2cos(dt) x[t] - x[t-1] with zero bias.
+
+    The coefficient 2cos(dt) is rounded to float32 first and dt recomputed from it, so the float32 model holds
+    the recurrence of *exactly* that dt: the only error left is float32 round-off, not a frequency mismatch."""
+    c = np.float32(2 * np.cos(dt_hint))
+    dt = float(np.arccos(np.float64(c) / 2))
+    model = LinearAR(models.Shape(input_size=1, output_size=1, window=2, hidden=4, layers=1))
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-1.0, float(c)]]))  # flatten(1) puts the oldest value first
+        model.bias.zero_()
+    return model, dt
+
+
+def sine_context(dt: float, phases) -> torch.Tensor:
+    """(M, 2, 1) windows sin(dt * (k + phase)) for k = 0, 1."""
+    k = np.arange(2)[None, :] + np.asarray(phases, dtype=np.float64)[:, None]
+    return torch.tensor(np.sin(dt * k)[..., None], dtype=torch.float32)
+
+
+def test_rollout_continues_the_sine_recurrence_exactly():
+    model, dt = sine_recurrence()
+    steps = 1000
+    out = evaluation.rollout(model, sine_context(dt, [0.0]), steps)
+    assert out.shape == (1, steps, 1)
+    pred = out[0, :, 0].double().numpy()
+    truth = np.sin(dt * np.arange(2, steps + 2))  # the context held k = 0, 1; the rollout starts at k = 2
+    np.testing.assert_allclose(pred, truth, rtol=0, atol=1e-4)
+    # The tolerance is far tighter than a one-step shift (about dt = 0.1), in either direction.
+    assert np.abs(pred[1:] - truth[:-1]).max() > 50 * 1e-4
+    assert np.abs(pred[:-1] - truth[1:]).max() > 50 * 1e-4
+
+
+def test_rollout_is_batched_each_sequence_as_if_alone():
+    model, dt = sine_recurrence()
+    phases = [0.0, 3.5, 11.25, 40.0]
+    steps = 300
+    batched = evaluation.rollout(model, sine_context(dt, phases), steps)
+    assert batched.shape == (len(phases), steps, 1)
+    for i, phase in enumerate(phases):
+        alone = evaluation.rollout(model, sine_context(dt, [phase]), steps)
+        np.testing.assert_allclose(batched[i].numpy(), alone[0].numpy(), rtol=0, atol=1e-6)
+        truth = np.sin(dt * (np.arange(2, steps + 2) + phase))
+        np.testing.assert_allclose(batched[i, :, 0].double().numpy(), truth, rtol=0, atol=1e-4)
+    # the sequences really are different, so mixing them up would be caught
+    assert np.abs(batched[0].numpy() - batched[1].numpy()).max() > 0.1
+
+
+@pytest.mark.parametrize("kind", ["linear", "gru"])
+def test_rollout_first_prediction_is_predict_next_then_slides(kind):
+    torch.manual_seed(0)
+    shape = models.Shape(input_size=2, output_size=2, window=4, hidden=5, layers=1)
+    model = models.build(kind, shape)
+    if kind == "linear":
+        with torch.no_grad():
+            model.weight.copy_(torch.randn_like(model.weight) * 0.5)
+            model.bias.copy_(torch.randn_like(model.bias))
+    model.eval()
+    context = torch.randn(3, 4, 2)
+    original = context.clone()
+    out = evaluation.rollout(model, context, 3)
+    assert out.shape == (3, 3, 2)
+    assert torch.equal(context, original)  # the caller's context is not modified
+    with torch.no_grad():
+        first = model.predict_next(context)
+        second = model.predict_next(torch.cat([context[:, 1:], first[:, None]], dim=1))
+    torch.testing.assert_close(out[:, 0], first, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out[:, 1], second, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(first, second)  # a rollout that repeated its first step would fail above
+
+
+# --- metric helpers ------------------------------------------------------------------------------------------
+
+def test_regression_metrics_by_hand():
+    m = evaluation.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]))
+    assert set(m) == {"mse", "rmse", "mae"}
+    assert m["mse"] == pytest.approx(5 / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt(5 / 3))
+    assert m["mae"] == pytest.approx(1.0)
+    # negative errors: squared and absolute, over every element of a 2-D array
+    m = evaluation.regression_metrics(np.array([[0.0, -2.0], [4.0, 1.0]]), np.zeros((2, 2)))
+    assert m["mse"] == pytest.approx((0 + 4 + 16 + 1) / 4)
+    assert m["rmse"] == pytest.approx(math.sqrt(21 / 4))
+    assert m["mae"] == pytest.approx((0 + 2 + 4 + 1) / 4)
+    assert evaluation.regression_metrics(np.ones(4), np.ones(4)) == {"mse": 0.0, "rmse": 0.0, "mae": 0.0}
+
+
+def test_horizon_rmse_per_step_by_hand():
+    # (M=2 sequences, H=3 steps, F=2 features); prediction zero, so the error is -truth
+    truth = np.array([
+        [[1.0, 1.0], [3.0, 4.0], [2.0, 2.0]],
+        [[1.0, 1.0], [0.0, 0.0], [2.0, -2.0]],
+    ])
+    errors = evaluation.horizon_rmse(np.zeros_like(truth), truth)
+    assert errors.shape == (3,)
+    np.testing.assert_allclose(errors, [1.0, math.sqrt((9 + 16) / 4), 2.0])
+    # the order of pred and truth does not matter; a constant offset of 0.5 gives 0.5 at every step
+    np.testing.assert_allclose(evaluation.horizon_rmse(truth, np.zeros_like(truth)), errors)
+    np.testing.assert_allclose(evaluation.horizon_rmse(truth + 0.5, truth), [0.5, 0.5, 0.5])
+
+
+def test_valid_horizon_on_constructed_curves():
+    threshold = 1.0
+    assert evaluation.valid_horizon(np.array([0.1, 0.2, 0.3, 0.4, 0.5]), threshold) == 5
+    assert evaluation.valid_horizon(np.array([0.0, 0.5, 0.9, 2.0, 0.1, 0.1]), threshold) == 3  # never revives
+    assert evaluation.valid_horizon(np.array([5.0, 0.0, 0.0]), threshold) == 0
+    assert evaluation.valid_horizon(np.array([0.0, np.nan, 0.0]), threshold) == 1  # NaN counts as above
+    assert evaluation.valid_horizon(np.array([np.nan]), threshold) == 0
+    assert evaluation.valid_horizon(np.array([0.2, np.inf]), threshold) == 1
+    assert evaluation.valid_horizon(np.array([1.0, 1.0]), threshold) == 2  # exactly at the tolerance is within
+
+
+# --- score and the evaluate stage on a tiny generated dataset -----------------------------------------------
+
+def load_params(project, models_: dict | None = None):
+    raw = tiny_params()
+    raw["datasets"] = ["sine", "memory_short"]
+    raw["models"] = models_ or {"persistence": {}, "gru": {}}
+    raw["data"]["sine"]["extrapolate_until"] = 25.0
+    raw["evaluate"]["horizons"] = HORIZONS
+    write_params(project, raw)
+    return pipeline.params.load("params.yaml")
+
+
+def read_csv(path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def persistence_by_hand(data) -> dict:
+    """Persistence repeats the last value, computed here from the dataset arrays in original units."""
+    test_err = data.x_test[:, -1].astype(np.float64) - data.y_test
+    out = {"test": {"mse": np.mean(test_err ** 2), "rmse": math.sqrt(np.mean(test_err ** 2)),
+                    "mae": np.mean(np.abs(test_err))}}
+    if len(data.rollout_context):
+        pred = np.repeat(data.rollout_context[:, -1:].astype(np.float64), data.rollout_target.shape[1], axis=1)
+        err = pred - data.rollout_target
+        per_step = np.sqrt(np.mean(err ** 2, axis=(0, 2)))
+        threshold = 0.1 * np.std(data.x_train.astype(np.float64))  # tolerance 0.1 x the training inputs' std
+        above = np.flatnonzero(per_step > threshold)
+        out["rollout"] = {"mse": np.mean(err ** 2), "rmse": math.sqrt(np.mean(err ** 2)), "per_step": per_step,
+                          "valid_horizon": int(above[0]) if len(above) else len(per_step)}
+    return out
+
+
+def test_score_sine_persistence_metrics_shape_and_values(project):
+    params = load_params(project)
+    data = pipeline.generate.build(params, "sine")
+    model = Persistence(models.Shape(1, 1, data.meta["window"], 4, 1))
+    result = evaluation.score(data, model, params.evaluate, torch.device("cpu"))
+    m = result["metrics"]
+    assert set(m) == {"test", "rollout"}
+    assert set(m["test"]) == {"mse", "rmse", "mae"}
+    assert set(m["rollout"]) == {"steps", "mse", "rmse", "rmse_at", "valid_horizon"}
+    assert m["rollout"]["steps"] == SINE_STEPS
+    assert list(m["rollout"]["rmse_at"]) == ["1", "10", "50"]  # 100 > 50 steps is left out
+    json.dumps(m)  # plain JSON types only
+
+    hand = persistence_by_hand(data)
+    for key in ("mse", "rmse", "mae"):
+        assert m["test"][key] == pytest.approx(hand["test"][key], rel=1e-5)
+    assert m["rollout"]["mse"] == pytest.approx(hand["rollout"]["mse"], rel=1e-5)
+    assert m["rollout"]["rmse"] == pytest.approx(hand["rollout"]["rmse"], rel=1e-5)
+    for h in ("1", "10", "50"):
+        assert m["rollout"]["rmse_at"][h] == pytest.approx(hand["rollout"]["per_step"][int(h) - 1], rel=1e-5)
+    assert m["rollout"]["valid_horizon"] == hand["rollout"]["valid_horizon"]
+    # in original units: the errors are not those of the scaled data
+    assert m["test"]["mse"] != pytest.approx(np.mean((data.scaled(data.x_test[:, -1]) -
+                                                       data.scaled(data.y_test)) ** 2), rel=1e-3)
+    np.testing.assert_allclose(result["pred_test"], data.x_test[:, -1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result["horizon_errors"], hand["rollout"]["per_step"], rtol=1e-5, atol=1e-7)
+
+
+def test_score_memory_has_no_rollout(project):
+    params = load_params(project)
+    data = pipeline.generate.build(params, "memory_short")
+    model = Persistence(models.Shape(1, 1, data.meta["window"], 4, 1))
+    result = evaluation.score(data, model, params.evaluate, torch.device("cpu"))
+    assert set(result["metrics"]) == {"test"}
+    assert "pred_rollout" not in result
+    hand = persistence_by_hand(data)
+    for key in ("mse", "rmse", "mae"):
+        assert result["metrics"]["test"][key] == pytest.approx(hand["test"][key], rel=1e-5)
+
+
+def test_run_writes_every_output_for_sine(project):
+    params = load_params(project)
+    data = pipeline.generate.run(params, "sine")
+    paths = Paths()
+    for model in ("persistence", "gru"):
+        pipeline.training.run(params, "sine", model)
+        returned = evaluation.run(params, "sine", model)
+        metrics = json.loads(paths.eval_metrics("sine", model).read_text())
+        assert metrics == returned
+        assert set(metrics) == {"test", "rollout"}
+        assert set(metrics["test"]) == {"mse", "rmse", "mae"}
+        assert set(metrics["rollout"]) == {"steps", "mse", "rmse", "rmse_at", "valid_horizon"}
+        assert metrics["rollout"]["steps"] == SINE_STEPS
+        assert list(metrics["rollout"]["rmse_at"]) == ["1", "10", "50"]
+        assert 0 <= metrics["rollout"]["valid_horizon"] <= SINE_STEPS
+
+        header, rows = read_csv(paths.horizon_curve("sine", model))
+        assert header == ["step", "rmse"]
+        assert [int(r["step"]) for r in rows] == list(range(1, SINE_STEPS + 1))
+        for h, value in metrics["rollout"]["rmse_at"].items():
+            assert float(rows[int(h) - 1]["rmse"]) == pytest.approx(value, rel=1e-5)
+
+        header, rows = read_csv(paths.rollout_curve("sine", model))
+        assert header == ["sequence", "feature", "step", "truth", "prediction"]
+        window = data.meta["window"]
+        assert len(rows) == window + SINE_STEPS  # the sine has one held-out sequence
+        assert [int(r["step"]) for r in rows] == list(range(-window + 1, SINE_STEPS + 1))
+        assert {r["sequence"] for r in rows} == {"0"} and {r["feature"] for r in rows} == {"sin(t)"}
+        np.testing.assert_allclose([float(r["truth"]) for r in rows[:window]], data.rollout_context[0, :, 0],
+                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose([float(r["truth"]) for r in rows[window:]], data.rollout_target[0, :, 0],
+                                   rtol=1e-6, atol=1e-7)
+        assert all(r["prediction"] == "" for r in rows[:window])
+        predictions = np.array([float(r["prediction"]) for r in rows[window:]])
+        assert np.isfinite(predictions).all()
+        if model == "persistence":
+            np.testing.assert_allclose(predictions, data.rollout_context[0, -1, 0], rtol=1e-5, atol=1e-6)
+            hand = persistence_by_hand(data)
+            assert metrics["test"]["mse"] == pytest.approx(hand["test"]["mse"], rel=1e-5)
+            assert metrics["rollout"]["rmse"] == pytest.approx(hand["rollout"]["rmse"], rel=1e-5)
+            assert metrics["rollout"]["valid_horizon"] == hand["rollout"]["valid_horizon"]
+
+        figure = paths.pair_figure("sine", model).read_bytes()
+        assert len(figure) > 1000 and figure.startswith(PNG_MAGIC)
+
+
+def test_run_writes_every_output_for_memory(project):
+    params = load_params(project)
+    data = pipeline.generate.run(params, "memory_short")
+    paths = Paths()
+    pipeline.training.run(params, "memory_short", "persistence")
+    returned = evaluation.run(params, "memory_short", "persistence")
+    metrics = json.loads(paths.eval_metrics("memory_short", "persistence").read_text())
+    assert metrics == returned
+    assert set(metrics) == {"test"}
+    assert set(metrics["test"]) == {"mse", "rmse", "mae"}
+    hand = persistence_by_hand(data)
+    assert metrics["test"]["mse"] == pytest.approx(float(np.mean((data.x_test[:, -1].astype(np.float64)
+                                                                  - data.y_test) ** 2)), rel=1e-5)
+    assert metrics["test"]["mae"] == pytest.approx(hand["test"]["mae"], rel=1e-5)
+
+    for path, header in ((paths.horizon_curve("memory_short", "persistence"), "step,rmse"),
+                         (paths.rollout_curve("memory_short", "persistence"),
+                          "sequence,feature,step,truth,prediction")):
+        assert path.read_text().splitlines() == [header]  # a header and nothing else
+    figure = paths.pair_figure("memory_short", "persistence").read_bytes()
+    assert len(figure) > 1000 and figure.startswith(PNG_MAGIC)
