@@ -61,7 +61,7 @@ def fit(model: models.SequenceModel, train: tuple[torch.Tensor, torch.Tensor], v
             if cfg.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             optimizer.step()
-            losses.append(loss.detach() * len(index))
+            losses.append(loss.detach() * y[index].numel())  # loss is a mean over batch and features
         train_loss = float(torch.stack(losses).sum()) / y.numel()  # one device sync per epoch
         val_loss = mean_loss(model, *val)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):

@@ -1,0 +1,431 @@
+"""Training, the closed-form baselines, checkpoints and device selection, on the tiny profile."""
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_params, write_params
+from pipeline import checkpoints, datasets, generate, models, params, runtime, training
+from pipeline.artifacts import Paths
+from pipeline.baselines import LinearAR
+from pipeline.errors import ArtifactError, DeviceError
+
+CPU = torch.device("cpu")
+METRIC_KEYS = {"best_val_loss", "best_epoch", "final_train_loss", "final_val_loss", "epochs_run", "diverged",
+               "parameters", "device", "seconds"}
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+def sine_windows(dt: float, window: int, n: int = 800) -> tuple[np.ndarray, np.ndarray]:
+    series = np.sin(dt * np.arange(n + window))[:, None]
+    return datasets.sliding_windows(series, window)
+
+
+def load_params(**train) -> params.Params:
+    loaded = params.load("params.yaml")
+    return dataclasses.replace(loaded, train=dataclasses.replace(loaded.train, **train)) if train else loaded
+
+
+@pytest.fixture
+def sine(project) -> params.Params:
+    """The tiny params with the sine dataset generated into the project."""
+    loaded = params.load("params.yaml")
+    generate.run(loaded, "sine")
+    return loaded
+
+
+def split(data: datasets.Dataset, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return training.tensors(data, name, CPU)
+
+
+def tiny_model(kind: str, data: datasets.Dataset, seed: int = 0) -> models.SequenceModel:
+    torch.manual_seed(seed)
+    return models.build(kind, models.Shape(input_size=data.meta["n_features"], output_size=data.y_train.shape[-1],
+                                           window=data.meta["window"], hidden=4, layers=1))
+
+
+def read_curve(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], rows[1:]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+# --- the linear baseline ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dt", [0.1, 0.05, 0.3])
+def test_linear_recovers_the_sine_recurrence(dt):
+    """sin(t + dt) = 2 cos(dt) sin(t) - sin(t - dt): with window 2 the least-squares fit is exactly that."""
+    x, y = sine_windows(dt, 2)
+    model = LinearAR(models.Shape(1, 1, 2, 4, 1))
+    model.fit(x, y)
+    np.testing.assert_allclose(model.weight.numpy().ravel(), [-1.0, 2 * math.cos(dt)], rtol=0, atol=1e-6)
+    assert abs(float(model.bias)) < 1e-6
+    # float32 inputs, as every dataset stores them, give the same coefficients
+    model.fit(x.astype(np.float32), y.astype(np.float32))
+    np.testing.assert_allclose(model.weight.numpy().ravel(), [-1.0, 2 * math.cos(dt)], rtol=0, atol=1e-6)
+
+
+def test_linear_coefficients_are_scale_invariant_on_the_generated_sine(project):
+    raw = tiny_params()
+    raw["data"]["sine"]["window"] = 2
+    write_params(project, raw)
+    data = generate.build(params.load("params.yaml"), "sine")
+    dt = raw["data"]["sine"]["dt"]
+    assert data.meta["scale_std"] != [1.0]  # the scaled fit below really is on other numbers
+    for x, y in ((data.x_train, data.y_train), (data.scaled(data.x_train), data.scaled(data.y_train))):
+        model = LinearAR(models.Shape(1, 1, 2, 4, 1))
+        model.fit(x, y)
+        np.testing.assert_allclose(model.weight.numpy().ravel(), [-1.0, 2 * math.cos(dt)], rtol=0, atol=1e-6)
+
+
+def test_linear_with_the_default_window_predicts_the_sine_exactly():
+    real = params.load(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert real.dataset("sine").window == 15
+    data = generate.build(real, "sine")
+    for transform in (lambda a: a, data.scaled):
+        model = LinearAR(models.Shape(1, 1, 15, 4, 1))
+        model.fit(transform(data.x_train), transform(data.y_train))
+        for x, y in ((data.x_val, data.y_val), (data.x_test, data.y_test)):  # test: extrapolation beyond train
+            prediction = model.predict_next(torch.from_numpy(transform(x))).numpy()
+            np.testing.assert_allclose(prediction, transform(y), rtol=0, atol=1e-5)
+
+
+def test_closed_form_baselines_go_through_fit(sine):
+    data = datasets.load(Paths().dataset("sine"))
+    model = tiny_model("linear", data)
+    history = training.fit(model, split(data, "train"), split(data, "val"), sine.train, seed=0)
+    assert [row[0] for row in history.rows] == [0]
+    assert history.best_epoch == 0 and not history.diverged
+    assert history.best_val_loss < 1e-9  # a pure sine is predicted exactly
+    assert model.weight.abs().sum() > 0
+
+
+# --- the reported losses ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_train_loss_is_the_same_mean_squared_error_as_val_loss(outputs):
+    """With an lr too small to move any float32 weight, the epoch's train loss is the MSE of the initial model
+    on the training split, on the same scale as mean_loss (what val loss and evaluation use)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 6, 2, generator=g), torch.randn(50, outputs, generator=g)
+    torch.manual_seed(0)
+    model = models.build("gru", models.Shape(2, outputs, 6, 4, 1))
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = training.mean_loss(model, x, y)
+    cfg = params.TrainParams(epochs=1, batch_size=16, lr=1e-30, clip_norm=1.0, patience=5)
+    history = training.fit(model, (x, y), (x, y), cfg, seed=0)
+    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())  # the premise holds
+    (epoch, train_loss, val_loss), = history.rows
+    assert val_loss == pytest.approx(expected, rel=1e-6)
+    assert train_loss == pytest.approx(expected, rel=1e-5)
+
+
+# --- determinism ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["elman", "lstm"])
+def test_training_is_deterministic_per_seed(sine, kind):
+    paths = Paths()
+    ckpt, curve = paths.checkpoint("sine", kind), paths.train_curve("sine", kind)
+
+    first = training.run(sine, "sine", kind)
+    first_bytes, first_weights, first_curve = ckpt.read_bytes(), weights(ckpt), curve.read_text()
+
+    other = training.run(dataclasses.replace(sine, seed=1), "sine", kind)
+    other_weights = weights(ckpt)
+
+    again = training.run(sine, "sine", kind)  # after another seed ran in this process: no leaked state
+    first.pop("seconds"), other.pop("seconds"), again.pop("seconds")
+    assert again == first
+    assert weights(ckpt).keys() == first_weights.keys()
+    for name, value in weights(ckpt).items():
+        assert torch.equal(value, first_weights[name]), name
+    assert ckpt.read_bytes() == first_bytes
+    assert curve.read_text() == first_curve
+
+    assert any(not torch.equal(other_weights[name], value) for name, value in first_weights.items())
+    assert other != first
+
+
+def test_fit_is_deterministic(sine):
+    data = datasets.load(Paths().dataset("sine"))
+    results = []
+    for seed in (3, 3, 4):
+        model = tiny_model("gru", data, seed=0)  # same init each time: the seed then only drives the shuffling
+        history = training.fit(model, split(data, "train"), split(data, "val"), sine.train, seed=seed)
+        results.append((history.rows, [p.detach().clone() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+    assert results[0][0] != results[2][0]  # another batch order
+
+
+# --- divergence -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["elman", "rnn"])
+def test_divergence_is_a_result_not_a_crash(sine, kind):
+    cfg = load_params(lr=1e30, epochs=5, patience=5)
+    metrics = training.run(cfg, "sine", kind)
+    paths = Paths()
+
+    assert metrics["diverged"] is True
+    assert 1 <= metrics["epochs_run"] <= 5
+    saved = json.loads(paths.train_metrics("sine", kind).read_text())  # strict JSON: NaN became null
+    assert saved["diverged"] is True
+    assert set(saved) == METRIC_KEYS
+    assert saved["best_val_loss"] is not None and math.isfinite(saved["best_val_loss"])
+
+    header, rows = read_curve(paths.train_curve("sine", kind))
+    assert header == ["epoch", "train_loss", "val_loss"]
+    assert len(rows) == metrics["epochs_run"] - 1  # the non-finite epoch is not a row
+    assert all(math.isfinite(float(v)) for row in rows for v in row)
+
+    raw = torch.load(paths.checkpoint("sine", kind), weights_only=True)  # loads, and holds the best-so-far
+    assert all(torch.isfinite(v).all() for v in raw["state_dict"].values())
+    model = checkpoints.load(paths.checkpoint("sine", kind), CPU)
+    data = datasets.load(paths.dataset("sine"))
+    assert training.mean_loss(model, *split(data, "val")) == pytest.approx(metrics["best_val_loss"], abs=1e-6)
+
+
+def test_fit_reports_divergence_and_keeps_the_best_weights(sine):
+    data = datasets.load(Paths().dataset("sine"))
+    model = tiny_model("elman", data)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = dataclasses.replace(sine.train, lr=1e30, epochs=3, patience=3)
+    history = training.fit(model, split(data, "train"), split(data, "val"), cfg, seed=0)
+    assert history.diverged
+    assert history.best_epoch == 0 and history.rows == []
+    for name, value in model.state_dict().items():  # nothing finite came after epoch 0: the initial weights
+        assert torch.equal(value, initial[name]), name
+
+
+# --- clipping -------------------------------------------------------------------------------------------------
+
+def _record_clipping(monkeypatch) -> list[tuple[float, float]]:
+    calls = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def recording(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        result = original(parameters, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters
+                                                      if p.grad is not None]))
+        calls.append((float(max_norm), float(after)))
+        return result
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    return calls
+
+
+def test_gradients_are_clipped_when_clip_norm_is_set(sine, monkeypatch):
+    calls = _record_clipping(monkeypatch)
+    data = datasets.load(Paths().dataset("sine"))
+    cfg = dataclasses.replace(sine.train, clip_norm=0.01, epochs=2, patience=5)
+    history = training.fit(tiny_model("rnn", data), split(data, "train"), split(data, "val"), cfg, seed=0)
+    batches = math.ceil(len(data.x_train) / cfg.batch_size)
+    assert len(calls) == batches * len(history.rows) == batches * 2  # every optimizer step
+    assert all(max_norm == 0.01 for max_norm, _ in calls)
+    assert all(after <= 0.01 * (1 + 1e-4) for _, after in calls)
+
+
+def test_clip_norm_zero_turns_clipping_off(sine, monkeypatch):
+    calls = _record_clipping(monkeypatch)
+    data = datasets.load(Paths().dataset("sine"))
+    cfg = dataclasses.replace(sine.train, clip_norm=0.0, epochs=2)
+    history = training.fit(tiny_model("rnn", data), split(data, "train"), split(data, "val"), cfg, seed=0)
+    assert len(history.rows) == 2
+    assert calls == []
+
+
+# --- early stopping -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lr,patience", [(0.5, 1), (0.05, 2)])
+def test_early_stopping_restores_the_best_weights(sine, lr, patience):
+    data = datasets.load(Paths().dataset("sine"))
+    train, val = split(data, "train"), split(data, "val")
+    model = tiny_model("elman", data)
+    epochs = 200
+    cfg = dataclasses.replace(sine.train, lr=lr, patience=patience, epochs=epochs)
+    history = training.fit(model, train, val, cfg, seed=0)
+
+    epochs_run = history.rows[-1][0]
+    assert [row[0] for row in history.rows] == list(range(1, epochs_run + 1))
+    assert epochs_run < epochs  # it stopped early ...
+    assert epochs_run - history.best_epoch == patience  # ... exactly `patience` epochs after the best one
+    assert 0 < history.best_epoch < epochs_run
+    val_losses = [row[2] for row in history.rows]
+    assert history.best_val_loss == min(val_losses) == val_losses[history.best_epoch - 1]
+    assert val_losses[-1] > history.best_val_loss  # so restoring matters
+    assert training.mean_loss(model, *val) == pytest.approx(history.best_val_loss, abs=1e-6)
+
+
+def test_no_early_stop_while_validation_improves(sine):
+    data = datasets.load(Paths().dataset("sine"))
+    cfg = dataclasses.replace(sine.train, lr=0.01, patience=100, epochs=4)
+    model = tiny_model("gru", data)
+    history = training.fit(model, split(data, "train"), split(data, "val"), cfg, seed=0)
+    assert [row[0] for row in history.rows] == [1, 2, 3, 4]
+    assert training.mean_loss(model, *split(data, "val")) == pytest.approx(history.best_val_loss, abs=1e-6)
+
+
+# --- devices --------------------------------------------------------------------------------------------------
+
+def test_resolve_device_cpu_and_auto():
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
+    auto = runtime.resolve_device("auto")
+    assert isinstance(auto, torch.device)
+    assert auto.type in {"cuda", "mps", "cpu"}
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert auto == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:1"])
+def test_resolve_device_cuda_without_cuda(name):
+    with pytest.raises(DeviceError) as info:
+        runtime.resolve_device(name)
+    assert info.value.message == (f"params.yaml: device is '{name}' but CUDA is not available on this machine; "
+                                  "set device: auto or device: cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_train_stage_refuses_an_absent_cuda(project):
+    raw = tiny_params()
+    raw["device"] = "cuda"
+    write_params(project, raw)
+    loaded = params.load("params.yaml")
+    generate.run(loaded, "sine")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        training.run(loaded, "sine", "elman")
+    assert not Paths().checkpoint("sine", "elman").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_exact_cuda_message():
+    with pytest.raises(DeviceError) as info:
+        runtime.resolve_device("cuda")
+    assert str(info.value) == ("params.yaml: device is 'cuda' but CUDA is not available on this machine; "
+                               "set device: auto or device: cpu")
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", models.MODELS.names())
+def test_checkpoint_round_trip(tmp_path, kind):
+    shape = models.Shape(input_size=2, output_size=2, window=6, hidden=4, layers=2)
+    torch.manual_seed(0)
+    model = models.build(kind, shape)
+    if kind == "linear":
+        model.fit(np.random.default_rng(0).normal(size=(30, 6, 2)), np.random.default_rng(1).normal(size=(30, 2)))
+    path = tmp_path / "sub" / f"{kind}.pt"
+    checkpoints.save(path, model, kind, shape)
+
+    raw = torch.load(path, weights_only=True)
+    assert raw["kind"] == kind
+    assert models.Shape(**raw["shape"]) == shape
+    assert raw["state_dict"].keys() == model.state_dict().keys()
+
+    loaded = checkpoints.load(path, CPU)
+    assert type(loaded) is type(model)
+    x = torch.randn(5, 6, 2, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_next(x), model.predict_next(x))
+
+    again = tmp_path / "again.pt"
+    checkpoints.save(again, model, kind, shape)
+    assert again.read_bytes() == path.read_bytes()
+    checkpoints.save(path, loaded, kind, shape)  # a reloaded model saves to the same bytes too
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_checkpoint_bytes_depend_on_the_weights(tmp_path):
+    shape = models.Shape(1, 1, 5, 4, 1)
+    torch.manual_seed(0)
+    a = models.build("gru", shape)
+    torch.manual_seed(1)
+    b = models.build("gru", shape)
+    checkpoints.save(tmp_path / "a.pt", a, "gru", shape)
+    checkpoints.save(tmp_path / "b.pt", b, "gru", shape)
+    assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+
+
+def test_garbage_checkpoint_is_an_artifact_error(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"this is not a torch checkpoint\x00\x01\x02")
+    with pytest.raises(ArtifactError) as info:
+        checkpoints.load(path, CPU)
+    assert str(path) in info.value.message
+
+    shape = models.Shape(1, 1, 5, 4, 1)
+    good = tmp_path / "good.pt"
+    checkpoints.save(good, models.build("lstm", shape), "lstm", shape)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(ArtifactError) as info:
+        checkpoints.load(truncated, CPU)
+    assert str(truncated) in info.value.message
+
+    mismatched = tmp_path / "mismatched.pt"  # readable, but its weights do not fit the model it names
+    checkpoints.save(mismatched, models.build("lstm", shape), "gru", shape)
+    with pytest.raises(ArtifactError) as info:
+        checkpoints.load(mismatched, CPU)
+    assert str(mismatched) in info.value.message
+
+    incomplete = tmp_path / "incomplete.pt"  # a weight missing must not leave a randomly initialised one
+    state = {k: v for k, v in models.build("elman", shape).state_dict().items() if k != "h0"}
+    torch.save({"kind": "elman", "shape": dataclasses.asdict(shape), "state_dict": state}, incomplete)
+    with pytest.raises(ArtifactError) as info:
+        checkpoints.load(incomplete, CPU)
+    assert str(incomplete) in info.value.message
+
+
+def test_missing_checkpoint_is_an_artifact_error(tmp_path):
+    path = tmp_path / "absent.pt"
+    with pytest.raises(ArtifactError) as info:
+        checkpoints.load(path, CPU)
+    assert str(path) in info.value.message
+
+
+# --- the train stage's outputs --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", models.MODELS.names())
+def test_train_stage_outputs(sine, kind):
+    paths = Paths()
+    metrics = training.run(sine, "sine", kind)
+    assert set(metrics) == METRIC_KEYS
+
+    saved = json.loads(paths.train_metrics("sine", kind).read_text())
+    assert set(saved) == METRIC_KEYS
+    assert {k: v for k, v in saved.items() if k != "seconds"} == {k: v for k, v in metrics.items()
+                                                                  if k != "seconds"}
+    assert saved["device"] == "cpu"
+    assert saved["diverged"] is False
+    assert isinstance(saved["epochs_run"], int) and isinstance(saved["best_epoch"], int)
+    assert 0 <= saved["best_epoch"] <= saved["epochs_run"] <= sine.train.epochs
+    assert saved["seconds"] >= 0
+    for key in ("best_val_loss", "final_train_loss", "final_val_loss"):
+        assert math.isfinite(saved[key])
+
+    header, rows = read_curve(paths.train_curve("sine", kind))
+    assert header == ["epoch", "train_loss", "val_loss"]
+    model = checkpoints.load(paths.checkpoint("sine", kind), CPU)
+    assert saved["parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    data = datasets.load(paths.dataset("sine"))
+    assert training.mean_loss(model, *split(data, "val")) == pytest.approx(saved["best_val_loss"], abs=1e-6)
+    if model.trainable:
+        assert saved["parameters"] > 0
+        assert [int(r[0]) for r in rows] == list(range(1, saved["epochs_run"] + 1))
+    else:
+        assert saved["parameters"] == 0 and saved["epochs_run"] == 0
+        assert [int(r[0]) for r in rows] == [0]
+    assert float(rows[-1][1]) == pytest.approx(saved["final_train_loss"], rel=1e-6)
+    assert float(rows[-1][2]) == pytest.approx(saved["final_val_loss"], rel=1e-6)
