@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # DVC runs each stage's `python -m pipeline ...` through the shell: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test clean-venv
+.PHONY: install repro test plots clean-venv
 
 install: $(STAMP)
 
@@ -23,6 +23,20 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# An offline `dvc plots show`: the default page loads vega from cdn.jsdelivr.net, so its charts are blank without
+# internet. tools/plots_template.py inlines vega, vega-lite and vega-embed from vl-convert-python into a template.
+# That package (84 MB) is only needed here, so it stays out of requirements.lock to keep the default install small;
+# it is pinned here and installed only when the pinned version is missing.
+VL_CONVERT_VERSION := 1.9.0.post1
+HAS_VL_CONVERT := import importlib.metadata as m, sys; sys.exit(m.version("vl-convert-python") != "$(VL_CONVERT_VERSION)")
+
+plots: install
+	$(BIN)/python -c '$(HAS_VL_CONVERT)' 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet --disable-pip-version-check vl-convert-python==$(VL_CONVERT_VERSION)
+	$(BIN)/python tools/plots_template.py -o build/plots-template.html
+	$(BIN)/dvc plots show --html-template build/plots-template.html -o dvc_plots
+	@echo "Offline plots page: $(abspath dvc_plots/index.html)"
 
 clean-venv:
 	rm -rf $(VENV)
