@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline import datasets
 from pipeline.artifacts import Paths, atomic_path, read_json, write_csv, write_json
+from pipeline.errors import ArtifactError
 from pipeline.params import Params
 
 COMPARE_HEADERS = {
@@ -82,8 +83,22 @@ def summarize(params: Params, paths: Paths = Paths()) -> dict:
 
 
 def _read_rows(path) -> list[dict]:
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist; run `dvc repro` to produce it")
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _first_sequence(path, data: datasets.Dataset, model: str) -> tuple[np.ndarray, list[list]]:
+    """A model's rollout of held-out sequence 0: as a (1, H, F) array for the figure, and as CSV rows."""
+    features = data.meta["features"]
+    pred = np.full((1,) + data.rollout_target.shape[1:], math.nan, dtype=np.float32)
+    rows = []
+    for r in _read_rows(path):
+        if r["sequence"] == "0" and int(r["step"]) >= 1:  # steps <= 0 are the context, which has no prediction
+            pred[0, int(r["step"]) - 1, features.index(r["feature"])] = float(r["prediction"])
+            rows.append([r["step"], f"{model} {r['feature']}" if len(features) > 1 else model, r["prediction"]])
+    return pred, rows
 
 
 def _truth_rows(data: datasets.Dataset) -> list[list]:
@@ -108,15 +123,9 @@ def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
         loss += [[r["epoch"], m, r["train_loss"], r["val_loss"]] for r in _read_rows(paths.train_curve(ds, m))]
         horizon += [[r["step"], m, r["rmse"]] for r in _read_rows(paths.horizon_curve(ds, m))]
         test_rmse[m] = read_json(paths.eval_metrics(ds, m))["test"]["rmse"]
-        first = [r for r in _read_rows(paths.rollout_curve(ds, m)) if r["sequence"] == "0"]
-        if first:
-            pred = np.full(data.rollout_target.shape[1:], math.nan, dtype=np.float32)[None]
-            features = data.meta["features"]
-            for r in first:
-                if int(r["step"]) >= 1:
-                    pred[0, int(r["step"]) - 1, features.index(r["feature"])] = float(r["prediction"])
-                    rollout.append([r["step"], f"{m} {r['feature']}" if len(features) > 1 else m, r["prediction"]])
-            predictions[m] = pred
+        if data.has_rollout:
+            predictions[m], rows = _first_sequence(paths.rollout_curve(ds, m), data, m)
+            rollout += rows
     if data.has_rollout:
         rollout = _truth_rows(data) + rollout
     for what, rows in (("loss", loss), ("horizon", horizon), ("rollout", rollout)):
