@@ -124,3 +124,43 @@ def test_experiment_changes_metrics_and_going_back_uses_the_run_cache(repo):
     assert not any(s.startswith("train") for s in ran(back)), "old params must be restored, not retrained"
     assert "is cached" in back
     run(repo, "git", "checkout", "--", ".")
+
+
+def test_training_params_never_regenerate_data(repo):
+    stages = reproduce_with(repo, lambda p: p["train"].update(lr=0.02))
+    assert {"train@sine-gru", "train@memory_short-gru"} <= stages
+    assert not any(s.startswith("generate") for s in stages)
+
+
+def edit_code_and_reproduce(repo: Path, module: str) -> set[str]:
+    """Append a comment to a pipeline module (its hash changes, its behaviour does not), run `dvc repro`,
+    then restore the file and the workspace."""
+    path = repo / "pipeline" / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit\n")
+    try:
+        return ran(run(repo, "dvc", "repro"))
+    finally:
+        path.write_text(original)
+        run(repo, "dvc", "repro")
+
+
+def test_model_code_change_retrains_from_train_onward(repo):
+    stages = edit_code_and_reproduce(repo, "models.py")
+    assert {f"train@{d}-{m}" for d in ("sine", "memory_short") for m in ("persistence", "linear", "gru")} <= stages
+    assert not any(s.startswith("generate") for s in stages)
+
+
+def test_plotting_code_change_never_retrains(repo):
+    stages = edit_code_and_reproduce(repo, "plotting.py")
+    assert "evaluate@sine-gru" in stages and "compare@sine" in stages
+    assert not any(s.startswith("train") for s in stages)
+
+
+def test_adding_a_model_trains_only_the_new_pairs(repo):
+    def add_rnn(p):
+        p["models"]["rnn"] = {}
+
+    stages = reproduce_with(repo, add_rnn)
+    assert {s for s in stages if s.startswith("train")} == {"train@sine-rnn", "train@memory_short-rnn"}
+    assert not any(s.startswith("generate") for s in stages)
