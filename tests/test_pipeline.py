@@ -46,10 +46,8 @@ def set_params(repo: Path, raw: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git + DVC repository holding the project with tiny params, fully reproduced once and committed."""
-    repo = tmp_path_factory.mktemp("repo")
+def copy_project(repo: Path) -> None:
+    """The files a pipeline run needs (code, dvc.yaml, DVC config and plot templates), without any results."""
     for item in COPIED:
         source, target = ROOT / item, repo / item
         if source.is_dir():
@@ -57,6 +55,13 @@ def repo(tmp_path_factory) -> Path:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, target)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git + DVC repository holding the project with tiny params, fully reproduced once and committed."""
+    repo = tmp_path_factory.mktemp("repo")
+    copy_project(repo)
     set_params(repo, tiny_pipeline_params())
     run(repo, "git", "init", "-q", "-b", "main")
     run(repo, "dvc", "init", "-q", "--force")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from test_pipeline import COPIED, ran
+from test_pipeline import copy_project, ran
 
 pytestmark = pytest.mark.slow
 
@@ -72,13 +72,7 @@ def repo(tmp_path_factory) -> Path:
     """A git + DVC repository with a local-directory DVC remote (committed first), reproduced and committed."""
     repo = tmp_path_factory.mktemp("repo")
     storage = tmp_path_factory.mktemp("storage")
-    for item in COPIED:
-        source, target = ROOT / item, repo / item
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target)
+    copy_project(repo)
     (repo / "params.yaml").write_text(tiny_real_params())
     sh(repo, "git", "init", "-q", "-b", "main")
     sh(repo, "dvc", "init", "-q", "--force")
