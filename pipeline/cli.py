@@ -13,10 +13,15 @@ PARAMS_OPTION = click.option("--params", "params_path", default="params.yaml", s
                              type=click.Path(dir_okay=False), help="The params file to read.")
 
 
-def _dataset(params: params_module.Params, name: str) -> None:
-    if name not in params.datasets:
-        raise ParamsError(f"dataset '{name}' is not listed in params.yaml `datasets:` "
-                                        f"({', '.join(params.datasets)})")
+def _load(params_path: str, dataset: str | None = None, model: str | None = None) -> params_module.Params:
+    """Load params once and check that the names on the command line are configured, before any heavy import."""
+    params = params_module.load(params_path)
+    if dataset is not None and dataset not in params.datasets:
+        raise ParamsError(f"dataset '{dataset}' is not listed in params.yaml `datasets:` "
+                          f"({', '.join(params.datasets)})")
+    if model is not None:
+        params.variant(model)
+    return params
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,9 +37,7 @@ def generate(dataset: str, params_path: str) -> None:
     """Generate DATASET (a `data:` entry) into data/datasets/DATASET.npz, with a preview PNG."""
     from pipeline import generate as stage
 
-    params = params_module.load(params_path)
-    _dataset(params, dataset)
-    stage.run(params, dataset, Paths())
+    stage.run(_load(params_path, dataset), dataset, Paths())
 
 
 @cli.command()
@@ -43,9 +46,7 @@ def generate(dataset: str, params_path: str) -> None:
 @PARAMS_OPTION
 def train(dataset: str, model: str, params_path: str) -> None:
     """Train MODEL (a `models:` entry) on DATASET; writes its checkpoint, metrics and loss curve."""
-    params = params_module.load(params_path)
-    _dataset(params, dataset)
-    params.variant(model)
+    params = _load(params_path, dataset, model)
     from pipeline import training  # torch is imported only once the arguments are known to be good
 
     training.run(params, dataset, model, Paths())
@@ -57,9 +58,7 @@ def train(dataset: str, model: str, params_path: str) -> None:
 @PARAMS_OPTION
 def evaluate(dataset: str, model: str, params_path: str) -> None:
     """Evaluate the trained MODEL on DATASET's held-out data, including the free-running rollout."""
-    params = params_module.load(params_path)
-    _dataset(params, dataset)
-    params.variant(model)
+    params = _load(params_path, dataset, model)
     from pipeline import evaluation
 
     evaluation.run(params, dataset, model, Paths())
@@ -70,8 +69,7 @@ def evaluate(dataset: str, model: str, params_path: str) -> None:
 @PARAMS_OPTION
 def compare(dataset: str, params_path: str) -> None:
     """Overlay every model of DATASET: comparison CSVs for `dvc plots` and a comparison PNG."""
-    params = params_module.load(params_path)
-    _dataset(params, dataset)
+    params = _load(params_path, dataset)
     from pipeline import report
 
     report.compare(params, dataset, Paths())
@@ -81,7 +79,7 @@ def compare(dataset: str, params_path: str) -> None:
 @PARAMS_OPTION
 def report(params_path: str) -> None:
     """Summarize every dataset and model: metrics/summary.json and the leaderboard."""
-    params = params_module.load(params_path)
+    params = _load(params_path)
     from pipeline import report as stage
 
     stage.summarize(params, Paths())
