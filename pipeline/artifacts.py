@@ -7,6 +7,7 @@ leaves a half-written file that DVC could take for a result.
 
 import contextlib
 import csv
+import glob
 import json
 import os
 import tempfile
@@ -74,11 +75,20 @@ class Paths:
         return self.root / "plots" / "images" / "compare" / f"{ds}.png"
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    A stage killed with SIGKILL never reaches the clean-up below, so temporary files left by an earlier run
+    of the same output are removed first: otherwise they would sit in git status and in directory hashes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for stale in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*.tmp"):
+        stale.unlink(missing_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results should be readable like any other file

@@ -3,11 +3,14 @@
 Errors the user can fix (PipelineError) print as one line with exit status 1; nothing prints a traceback.
 """
 
+import signal
+from typing import Any
+
 import click
 
 from pipeline import params as params_module
 from pipeline.artifacts import Paths
-from pipeline.errors import ParamsError
+from pipeline.errors import Interrupted, ParamsError
 
 PARAMS_OPTION = click.option("--params", "params_path", default="params.yaml", show_default=True,
                              type=click.Path(dir_okay=False), help="The params file to read.")
@@ -24,7 +27,27 @@ def _load(params_path: str, dataset: str | None = None, model: str | None = None
     return params
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class StageGroup(click.Group):
+    """Ctrl-C and SIGTERM (`dvc queue kill`, a job scheduler) end a stage with one line instead of a traceback.
+
+    Every output is renamed into place only once complete, so a stopped stage leaves its old outputs or none."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted before the stage finished; nothing was written. "
+                              "Run `dvc repro` to run it again") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@click.group(cls=StageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rnn-dvc-pipeline")
 def cli() -> None:
     """RNN experiment pipeline: the commands behind each DVC stage (run them through `dvc repro`)."""

@@ -25,3 +25,9 @@ class ArtifactError(PipelineError):
 
 class DeviceError(PipelineError):
     """The configured device does not exist on this machine."""
+
+
+class Interrupted(PipelineError):
+    """The stage was stopped (Ctrl-C or SIGTERM) before it finished; it wrote nothing, since outputs are atomic."""
+
+    exit_code = 130  # the shell's convention for a process ended by SIGINT

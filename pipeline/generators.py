@@ -235,12 +235,14 @@ class CsvSpec:
                  f"got '{self.path}'")
 
 
-def read_series(path: Path, column: str) -> np.ndarray:
-    """The column as float64, or a DataError that says exactly what is wrong and where (file line numbers)."""
+def read_series(path: Path, column: str, key: str = "data.<name>") -> np.ndarray:
+    """The column as float64, or a DataError that says exactly what is wrong and where (file line numbers).
+
+    `key` is the params entry that names the file, so that a message can say which setting to fix."""
     import pandas as pd  # only the csv kind needs pandas
 
     if not path.is_file():
-        raise DataError(f"{path} does not exist; put your CSV file there or fix data.<name>.path")
+        raise DataError(f"{path} does not exist; put your CSV file there or fix {key}.path")
     try:
         # Blank lines are kept as rows (of empty cells) so that reported line numbers match the file.
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
@@ -248,7 +250,8 @@ def read_series(path: Path, column: str) -> np.ndarray:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path} cannot be read as CSV: {reason}") from None
     if column not in frame.columns:
-        raise DataError(f"{path} has no column '{column}'; columns are: {', '.join(map(str, frame.columns))}")
+        raise DataError(f"{path} has no column '{column}' ({key}.column); columns are: "
+                        f"{', '.join(map(str, frame.columns))}")
     filled = np.flatnonzero((frame.fillna("").astype(str).apply(lambda c: c.str.strip()) != "").any(axis=1))
     frame = frame.iloc[:filled[-1] + 1] if len(filled) else frame.iloc[:0]  # blank lines at the end are no data
     cells = frame[column].fillna("").astype(str).str.strip()
@@ -266,7 +269,7 @@ def read_series(path: Path, column: str) -> np.ndarray:
 
 @kind("csv", CsvSpec)
 def csv_series(spec: CsvSpec, name: str, rng: np.random.Generator) -> Dataset:
-    series = read_series(Path(spec.path), spec.column)[:, None]
+    series = read_series(Path(spec.path), spec.column, f"data.{name}")[:, None]
     n = len(series)
     n_test = math.floor(n * spec.test_fraction)
     n_val = math.floor(n * spec.val_fraction)

@@ -76,6 +76,10 @@ def summarize(params: Params, paths: Paths = Paths()) -> dict:
     rows = [[ds, r["rank"], m] + [r.get(c) for c in columns[3:]] for ds, t in summary.items() for m, r in t.items()]
     write_csv(paths.leaderboard_csv(), columns, [["" if v is None else v for v in row] for row in rows])
     text = _markdown(summary)
+    diverged = [f"{ds}/{m}" for ds, table in summary.items() for m, row in table.items() if row["diverged"]]
+    if diverged:
+        text += (f"\n**Diverged** (the loss exploded; the weights from before it were evaluated): "
+                 f"{', '.join(diverged)}. Lower `train.lr`.\n")
     with atomic_path(paths.leaderboard_md()) as tmp:
         tmp.write_text(text)
     print(text)

@@ -136,7 +136,7 @@ def test_generate_csv_with_bad_file_writes_nothing(project):
     write_params(project, raw)
     before = files(project)
     line = assert_one_line_error(invoke("generate", "mine"))
-    assert line == "Error: data/raw/s.csv has no column 'value'; columns are: date, price"
+    assert line == "Error: data/raw/s.csv has no column 'value' (data.mine.column); columns are: date, price"
     assert files(project) == before
 
 

@@ -426,7 +426,7 @@ def test_missing_csv_file(project):
 
 def test_missing_column_lists_the_columns(project):
     message = csv_error(project, "date,price,volume\n1,2,3\n")
-    assert message == "data/raw/series.csv has no column 'value'; columns are: date, price, volume"
+    assert message == "data/raw/series.csv has no column 'value' (data.<name>.column); columns are: date, price, volume"
 
 
 def test_empty_cell_names_the_line(project):

@@ -39,7 +39,7 @@ def eval_metrics(test_mse: float, rollout_mse: float | None = None, valid: int =
 
 def train_metrics(diverged: bool = False) -> dict:
     return {"best_val_loss": 0.1, "best_epoch": 1, "final_train_loss": 0.1, "final_val_loss": 0.1,
-            "epochs_run": 2, "diverged": diverged, "parameters": 10, "device": "cpu", "seconds": 0.1}
+            "epochs_run": 2, "diverged": diverged, "parameters": 10, "device": "cpu"}
 
 
 def write_pair(paths: Paths, ds: str, model: str, ev: dict, diverged: bool = False) -> None:
@@ -123,6 +123,18 @@ def test_summarize_writes_leaderboards(hand_made):
         for m, row in table.items():
             assert f"| {row['rank']} | {m} | {m} |" in sections[ds]
     assert "old" not in text and "None" not in text
+    assert text.rstrip().splitlines()[-1].startswith("**Diverged** (the loss exploded; the weights from before "
+                                                     "it were evaluated): sine/gru. Lower `train.lr`.")
+
+
+def test_leaderboard_has_no_divergence_note_when_nothing_diverged(project):
+    params = load_params(project)
+    paths = Paths()
+    for ds in ("sine", "memory_short"):
+        for m in MODELS:
+            write_pair(paths, ds, m, eval_metrics(0.04, 1.0, valid=1) if ds == "sine" else eval_metrics(1.0))
+    report.summarize(params)
+    assert "Diverged" not in paths.leaderboard_md().read_text()
 
 
 def test_summarize_ranks_a_non_finite_rollout_last(project):
