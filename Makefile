@@ -18,7 +18,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# `check` validates params.yaml first: a bad value is one line, before DVC deletes any stage's old outputs.
 repro: install
+	$(BIN)/python -m pipeline check
 	$(BIN)/dvc repro
 
 test: install

@@ -108,5 +108,16 @@ def report(params_path: str) -> None:
     stage.summarize(params, Paths())
 
 
+@cli.command()
+@PARAMS_OPTION
+def check(params_path: str) -> None:
+    """Validate params.yaml without running anything (`make repro` runs this before `dvc repro`).
+
+    Every stage validates the whole file too, but by then DVC has already deleted that stage's old outputs."""
+    params = _load(params_path)
+    click.echo(f"{params_path}: OK ({len(params.datasets)} datasets x {len(params.models)} models, "
+               f"device {params.device})")
+
+
 def main() -> None:
     cli(prog_name="python -m pipeline")

@@ -12,7 +12,7 @@ from pipeline.cli import cli
 
 from conftest import tiny_params, write_params
 
-COMMANDS = {"generate", "train", "evaluate", "compare", "report"}
+COMMANDS = {"check", "generate", "train", "evaluate", "compare", "report"}
 TINY_DATASETS = "sine, sincos, ramp, trajectory, memory_short, memory_long"
 TINY_MODELS = "persistence, linear, elman, concat, rnn, lstm, gru"
 

@@ -87,6 +87,24 @@ def test_bad_params_are_one_line_and_touch_nothing(trained, case, command):
     assert snapshot(trained) == before
 
 
+@pytest.mark.parametrize("case", list(BAD_PARAMS))
+def test_check_reports_the_same_line_before_any_stage_runs(trained, case):
+    """`make repro` runs `check` first: under `dvc repro` the failing stage's old outputs are already deleted."""
+    change, expected = BAD_PARAMS[case]
+    raw = tiny_params()
+    change(raw)
+    write_params(trained, raw)
+    before = snapshot(trained)
+    assert assert_one_line_error(invoke("check")) == f"Error: {expected}"
+    assert snapshot(trained) == before
+
+
+def test_check_accepts_good_params(project):
+    result = invoke("check")
+    assert result.exit_code == 0, result.output
+    assert result.output == "params.yaml: OK (6 datasets x 7 models, device cpu)\n"
+
+
 # --- 2. bad data files ----------------------------------------------------------------------------------------
 
 BAD_CSV = {
