@@ -38,7 +38,7 @@ class Paths:
         return self.root / "plots" / "images" / "datasets" / f"{ds}.png"
 
     def checkpoint(self, ds: str, model: str) -> Path:
-        return self.root / "data" / "models" / ds / f"{model}.pt"
+        return self.root / "data" / "models" / ds / f"{model}.npz"
 
     def train_metrics(self, ds: str, model: str) -> Path:
         return self.root / "metrics" / "train" / ds / f"{model}.json"

@@ -1,36 +1,62 @@
-"""Checkpoint files: the state dict plus what rebuilds the model, readable with `weights_only=True`.
+"""Checkpoint files: a model's kind, its shape and its weights as named numpy arrays in one `.npz`.
 
-The bytes depend only on the weights (saved through a buffer, so the temporary file name never enters the
-archive), which lets DVC skip evaluation when a retrained baseline comes out identical.
+The format needs no torch to read, so the baselines' stages never import it, and no pickle at all
+(`allow_pickle=False`), so a checkpoint cannot run code. numpy writes every zip entry with the same fixed date,
+so the bytes depend only on the weights: a retrained baseline that comes out identical lets DVC skip its evaluation.
 """
 
-import io
+import dataclasses
+import json
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from pipeline import models
 from pipeline.artifacts import atomic_path
 from pipeline.errors import ArtifactError
 
+META = "__checkpoint__"  # the array holding the JSON header; no weight name starts with underscores
 
-def save(path: Path, model: models.SequenceModel, kind: str, shape: models.Shape) -> None:
-    buffer = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"kind": kind, "shape": shape.__dict__, "state_dict": state}, buffer)
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """Everything needed to rebuild a model; saved in every checkpoint."""
+
+    input_size: int
+    output_size: int
+    window: int
+    hidden: int
+    layers: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    kind: str
+    shape: Shape
+    arrays: dict[str, np.ndarray]
+    path: Path  # where it was read from, for error messages about its contents
+
+
+def save(path: Path, kind: str, shape: Shape, arrays: dict[str, np.ndarray]) -> None:
+    header = json.dumps({"kind": kind, "shape": dataclasses.asdict(shape)}, sort_keys=True)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+        with open(tmp, "wb") as handle:  # a file handle stops numpy from appending ".npz" to the temp name
+            np.savez(handle, **{META: np.array(header)}, **dict(sorted(arrays.items())))
 
 
-def load(path: Path, device: torch.device) -> models.SequenceModel:
-    """Rebuild a model; `weights_only=True` means no pickled code ever runs."""
+def load(path: Path) -> Checkpoint:
+    """Read a checkpoint; a missing or damaged file is one clear error naming it."""
     if not path.exists():
         raise ArtifactError(f"{path} does not exist; run `dvc repro` to train it")
     try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-        model = models.build(saved["kind"], models.Shape(**saved["shape"]))
-        model.load_state_dict(saved["state_dict"])
-    except Exception as exc:  # a damaged zip or pickle raises many types; all mean the same to the user
-        raise ArtifactError(f"{path} is corrupt or from another version ({type(exc).__name__}); "
-                            "delete it and run `dvc repro`") from None
-    return model.to(device)
+        with np.load(path, allow_pickle=False) as archive:
+            header = json.loads(str(archive[META]))
+            arrays = {name: archive[name] for name in archive.files if name != META}
+        return Checkpoint(str(header["kind"]), Shape(**header["shape"]), arrays, path)
+    except Exception as exc:  # zip, zlib, JSON and numpy each raise their own types for a damaged file
+        raise corrupt(path, exc) from None
+
+
+def corrupt(path: Path, exc: BaseException) -> ArtifactError:
+    """The one message for a checkpoint that cannot be used, whatever part of it turned out wrong."""
+    return ArtifactError(f"{path} is corrupt or from another version ({type(exc).__name__}); "
+                         "delete it and run `dvc repro`")

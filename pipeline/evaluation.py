@@ -2,20 +2,27 @@
 
 The rollout feeds the model its own predictions: at every step it predicts from the last `window` values, the
 way it was trained (each window from a fresh initial state), so a model is never asked to run longer than the
-sequences it learned from. All held-out sequences roll out together as one batch under no_grad.
+sequences it learned from. All held-out sequences roll out together as one batch.
 All metrics are in the data's original units.
+
+Everything here works on numpy arrays through one interface, `predict_next(x)`: (B, T, F) -> (B, F_out). The
+baselines are numpy already; a learned model is wrapped in `models.NumpyPredictor`, which is the only reason this
+stage imports torch, and only for learned models.
 """
 
 import math
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-import torch
 
-from pipeline import checkpoints, datasets
+from pipeline import baselines, checkpoints, datasets
 from pipeline.artifacts import Paths, write_csv, write_json
-from pipeline.models import SequenceModel
 from pipeline.params import EvalParams, Params
-from pipeline.runtime import configure, resolve_device
+
+
+class Predictor(Protocol):
+    def predict_next(self, x: np.ndarray) -> np.ndarray: ...
 
 
 def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -36,38 +43,28 @@ def valid_horizon(errors: np.ndarray, threshold: float) -> int:
     return int(above[0]) if len(above) else len(errors)
 
 
-@torch.no_grad()
-def predict(model: SequenceModel, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model.predict_next(xb) for xb in x.split(batch_size)])
-
-
-@torch.no_grad()
-def rollout(model: SequenceModel, context: torch.Tensor, steps: int) -> torch.Tensor:
+def rollout(model: Predictor, context: np.ndarray, steps: int) -> np.ndarray:
     """Free-running prediction: (M, T, F) context windows -> (M, steps, F) predictions, fed back each step."""
-    model.eval()
     window, outputs = context, []
     for _ in range(steps):
         nxt = model.predict_next(window)  # (M, F)
         outputs.append(nxt)
-        window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)  # slide: drop the oldest, append the prediction
-    return torch.stack(outputs, dim=1)
+        window = np.concatenate([window[:, 1:], nxt[:, None]], axis=1)  # drop the oldest, append the prediction
+    return np.stack(outputs, axis=1) if outputs else np.zeros((len(context), 0, context.shape[2]), context.dtype)
 
 
 def _rounded(value: float) -> float | None:
     return float(f"{value:.6g}") if math.isfinite(value) else None
 
 
-def score(data: datasets.Dataset, model: SequenceModel, cfg: EvalParams, device: torch.device) -> dict:
+def score(data: datasets.Dataset, model: Predictor, cfg: EvalParams) -> dict:
     """Metrics plus the arrays behind the plots: test predictions, and rollout predictions and errors."""
-    x_test = torch.from_numpy(data.scaled(data.x_test)).to(device)
-    pred_test = data.unscaled(predict(model, x_test).cpu().numpy())
+    pred_test = data.unscaled(model.predict_next(data.scaled(data.x_test)))
     result = {"metrics": {"test": {k: _rounded(v) for k, v in regression_metrics(pred_test, data.y_test).items()}},
               "pred_test": pred_test}
     if data.has_rollout:
         steps = data.meta["rollout_steps"]
-        context = torch.from_numpy(data.scaled(data.rollout_context)).to(device)
-        pred = data.unscaled(rollout(model, context, steps).cpu().numpy())
+        pred = data.unscaled(rollout(model, data.scaled(data.rollout_context), steps))
         errors = horizon_rmse(pred, data.rollout_target)
         threshold = cfg.tolerance * math.sqrt(np.mean(np.square(data.meta["scale_std"])))
         overall = regression_metrics(pred, data.rollout_target)
@@ -97,15 +94,26 @@ def rollout_rows(data: datasets.Dataset, pred: np.ndarray | None, n_sequences: i
     return rows
 
 
+def load_predictor(params: Params, path: Path) -> Predictor:
+    """The model a checkpoint holds, behind the numpy interface; torch is imported for learned models only."""
+    checkpoint = checkpoints.load(path)
+    if checkpoint.kind in baselines.BASELINES:
+        return baselines.restore(checkpoint)
+    from pipeline import models
+    from pipeline.runtime import configure, resolve_device
+
+    device = resolve_device(params.device)
+    configure(params.threads)
+    return models.NumpyPredictor(models.restore(checkpoint, device))
+
+
 def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -> dict:
     """The evaluate stage: dataset and checkpoint in; metrics JSON, rollout and horizon CSVs and a figure out."""
     from pipeline import plotting  # matplotlib only where a figure is drawn
 
     data = datasets.load(paths.dataset(dataset))
-    device = resolve_device(params.device)
-    configure(params.threads)
-    model = checkpoints.load(paths.checkpoint(dataset, model_name), device)
-    result = score(data, model, params.evaluate, device)
+    model = load_predictor(params, paths.checkpoint(dataset, model_name))
+    result = score(data, model, params.evaluate)
     errors = result.get("horizon_errors")
     write_json(paths.eval_metrics(dataset, model_name), result["metrics"])
     write_csv(paths.rollout_curve(dataset, model_name), ["sequence", "feature", "step", "truth", "prediction"],

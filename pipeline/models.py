@@ -3,33 +3,22 @@
 Every variant predicts the next value from a window: `predict_next(x)` maps (B, T, F) to (B, F_out), which is
 all that training, evaluation and rollout use. Recurrent variants also honour the step contract
 `forward(x, h=None) -> (y, h)` with y (B, T, F_out) the prediction after each step, so a sequence can be
-processed in pieces with its state carried over. Baselines (persistence, linear) live in baselines.py and
-register into the same MODELS registry.
+processed in pieces with its state carried over. The baselines (persistence, linear) are numpy code in
+baselines.py, so that their stages never import torch.
 """
 
-import dataclasses
-
+import numpy as np
 import torch
 from torch import nn
 
+from pipeline.checkpoints import Checkpoint, Shape, corrupt
 from pipeline.registry import Registry
 
-
-@dataclasses.dataclass(frozen=True)
-class Shape:
-    """Everything needed to rebuild a model; saved in every checkpoint."""
-
-    input_size: int
-    output_size: int
-    window: int
-    hidden: int
-    layers: int
+__all__ = ["MODELS", "SequenceModel", "Shape", "build", "restore", "state_arrays", "NumpyPredictor"]
 
 
 class SequenceModel(nn.Module):
-    """Base class. `trainable = False` marks closed-form models, fitted by `fit(x, y)` instead of gradients."""
-
-    trainable = True
+    """Base class of the learned variants."""
 
     def predict_next(self, x: torch.Tensor) -> torch.Tensor:
         y, _ = self(x)  # (B, T, F_out)
@@ -43,10 +32,18 @@ def build(kind: str, shape: Shape) -> SequenceModel:
     return MODELS.get(kind, "models")(shape)
 
 
+def _tanh_rnn(x: torch.Tensor, h: torch.Tensor, weights: list[torch.Tensor], layers: int,
+              training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) over every step and layer, in torch's fused kernel (the
+    one nn.RNN runs), so a hand-parameterised cell trains as fast as nn.RNN. `weights` holds
+    [W_ih, W_hh, b_ih, b_hh] per layer; tests check the result against the cell written out step by step."""
+    return torch.rnn_tanh(x, h.contiguous(), weights, True, layers, 0.0, training, False, True)
+
+
 @MODELS.register("elman")
 class Elman(SequenceModel):
-    """Seed 000's SimpleRNN written out: h_t = tanh(Wxh x_t + Whh h_{t-1}), y_t = Why h_t, with a learnable
-    initial state h0 that is used in training *and* prediction (seed 000 predicted from zeros instead).
+    """Seed 000's SimpleRNN: h_t = tanh(Wxh x_t + Whh h_{t-1}) (each Linear with its bias), y_t = Why h_t, with a
+    learnable initial state h0 that is used in training *and* prediction (seed 000 predicted from zeros instead).
     Layers stack as in torch.nn.RNN: layer l reads the states of layer l - 1."""
 
     def __init__(self, shape: Shape) -> None:
@@ -58,25 +55,17 @@ class Elman(SequenceModel):
         self.h0 = nn.Parameter(torch.rand(shape.layers, 1, shape.hidden))  # seed 000: torch.rand([1, hidden])
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = x.shape[0]
-        h = self.h0.expand(-1, batch, -1) if h is None else h  # (layers, B, H)
-        states, seq = [], x
-        for layer, (wxh, whh) in enumerate(zip(self.Wxh, self.Whh)):
-            inputs = wxh(seq)  # (B, T, H): the input projection of every step at once
-            state, outputs = h[layer], []
-            for t in range(seq.shape[1]):
-                state = torch.tanh(inputs[:, t] + whh(state))  # (B, H)
-                outputs.append(state)
-            seq = torch.stack(outputs, dim=1)  # (B, T, H)
-            states.append(state)
-        return self.Why(seq), torch.stack(states)
+        h = self.h0.expand(-1, x.shape[0], -1) if h is None else h  # (layers, B, H)
+        weights = [w for wxh, whh in zip(self.Wxh, self.Whh) for w in (wxh.weight, whh.weight, wxh.bias, whh.bias)]
+        seq, h = _tanh_rnn(x, h, weights, len(self.Wxh), self.training)
+        return self.Why(seq), h
 
 
 @MODELS.register("concat")
 class Concat(SequenceModel):
     """Seeds 002/003: one linear map over the concatenation, h_t = tanh(W [x_t, h_{t-1}] + b), y_t = Wo h_t,
-    from a zero initial state. W is applied in two slices so the input part runs over all steps at once;
-    the arithmetic is the same as concatenating at every step."""
+    from a zero initial state. W [x, h] is W[:, :n_in] x + W[:, n_in:] h, so the cell runs in the fused tanh-RNN
+    kernel with W's two slices as its input and state weights and a zero second bias."""
 
     def __init__(self, shape: Shape) -> None:
         super().__init__()
@@ -84,23 +73,17 @@ class Concat(SequenceModel):
         self.i2h = nn.ModuleList(nn.Linear((shape.input_size if i == 0 else shape.hidden) + shape.hidden,
                                            shape.hidden) for i in range(shape.layers))
         self.h2o = nn.Linear(shape.hidden, shape.output_size)
+        self.register_buffer("no_bias", torch.zeros(shape.hidden), persistent=False)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = x.shape[0]
         if h is None:
-            h = x.new_zeros(len(self.i2h), batch, self.hidden)
-        states, seq = [], x
-        for layer, i2h in enumerate(self.i2h):
-            n_in = seq.shape[-1]
-            inputs = nn.functional.linear(seq, i2h.weight[:, :n_in], i2h.bias)  # (B, T, H)
-            w_state = i2h.weight[:, n_in:]  # (H, H)
-            state, outputs = h[layer], []
-            for t in range(seq.shape[1]):
-                state = torch.tanh(inputs[:, t] + state @ w_state.T)  # (B, H)
-                outputs.append(state)
-            seq = torch.stack(outputs, dim=1)
-            states.append(state)
-        return self.h2o(seq), torch.stack(states)
+            h = x.new_zeros(len(self.i2h), x.shape[0], self.hidden)
+        weights = []
+        for i2h in self.i2h:
+            n_in = i2h.in_features - self.hidden
+            weights += [i2h.weight[:, :n_in], i2h.weight[:, n_in:], i2h.bias, self.no_bias]
+        seq, h = _tanh_rnn(x, h, weights, len(self.i2h), self.training)
+        return self.h2o(seq), h
 
 
 class TorchRecurrent(SequenceModel):
@@ -122,5 +105,34 @@ for _cell in TorchRecurrent.cells:
     MODELS.register(_cell)(lambda shape, cell=_cell: TorchRecurrent(cell, shape))
 
 
-# Baselines register themselves into MODELS; importing them here makes every name resolve through one registry.
-from pipeline import baselines as _baselines  # noqa: E402,F401
+def state_arrays(model: SequenceModel) -> dict[str, np.ndarray]:
+    """The weights as numpy arrays on the CPU, for `checkpoints.save`."""
+    return {name: value.detach().cpu().numpy() for name, value in model.state_dict().items()}
+
+
+def restore(checkpoint: Checkpoint, device: torch.device) -> SequenceModel:
+    """Rebuild the model a checkpoint holds; every weight must be there with its shape (strict loading), so a
+    damaged file never leaves a randomly initialised layer behind."""
+    try:
+        model = build(checkpoint.kind, checkpoint.shape)
+        model.load_state_dict({name: torch.from_numpy(a) for name, a in checkpoint.arrays.items()})
+    except Exception as exc:
+        raise corrupt(checkpoint.path, exc) from None
+    return model.to(device)
+
+
+class NumpyPredictor:
+    """A trained model behind the numpy interface that evaluation uses: (B, T, F) array -> (B, F_out) array.
+
+    Batches of at most `batch_size` windows go to the model's device under no_grad; the rollout calls it once
+    per step with every held-out sequence at once."""
+
+    def __init__(self, model: SequenceModel, batch_size: int = 4096) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def predict_next(self, x: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        return torch.cat([self.model.predict_next(xb) for xb in x.split(self.batch_size)]).cpu().numpy()

@@ -163,7 +163,7 @@ def test_train_writes_checkpoint_metrics_and_curve(project):
     assert invoke("generate", "ramp").exit_code == 0
     result = invoke("train", "ramp", "rnn")
     assert result.exit_code == 0, result.output
-    assert (project / "data" / "models" / "ramp" / "rnn.pt").stat().st_size > 0
+    assert (project / "data" / "models" / "ramp" / "rnn.npz").stat().st_size > 0
     assert (project / "metrics" / "train" / "ramp" / "rnn.json").stat().st_size > 0
     curve = (project / "plots" / "train" / "ramp" / "rnn.csv").read_text().splitlines()
     assert curve[0] == "epoch,train_loss,val_loss" and len(curve) == 1 + 2  # epochs: 2

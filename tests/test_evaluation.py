@@ -35,16 +35,15 @@ def sine_recurrence(dt_hint: float = 0.1) -> tuple[LinearAR, float]:
     c = np.float32(2 * np.cos(dt_hint))
     dt = float(np.arccos(np.float64(c) / 2))
     model = LinearAR(models.Shape(input_size=1, output_size=1, window=2, hidden=4, layers=1))
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[-1.0, float(c)]]))  # flatten(1) puts the oldest value first
-        model.bias.zero_()
+    model.weight = np.array([[-1.0, float(c)]])  # the flattened window holds the oldest value first
+    model.bias = np.zeros(1)
     return model, dt
 
 
-def sine_context(dt: float, phases) -> torch.Tensor:
-    """(M, 2, 1) windows sin(dt * (k + phase)) for k = 0, 1."""
+def sine_context(dt: float, phases) -> np.ndarray:
+    """(M, 2, 1) float32 windows sin(dt * (k + phase)) for k = 0, 1."""
     k = np.arange(2)[None, :] + np.asarray(phases, dtype=np.float64)[:, None]
-    return torch.tensor(np.sin(dt * k)[..., None], dtype=torch.float32)
+    return np.sin(dt * k)[..., None].astype(np.float32)
 
 
 def test_rollout_continues_the_sine_recurrence_exactly():
@@ -52,7 +51,7 @@ def test_rollout_continues_the_sine_recurrence_exactly():
     steps = 1000
     out = evaluation.rollout(model, sine_context(dt, [0.0]), steps)
     assert out.shape == (1, steps, 1)
-    pred = out[0, :, 0].double().numpy()
+    pred = out[0, :, 0].astype(np.float64)
     truth = np.sin(dt * np.arange(2, steps + 2))  # the context held k = 0, 1; the rollout starts at k = 2
     np.testing.assert_allclose(pred, truth, rtol=0, atol=1e-4)
     # The tolerance is far tighter than a one-step shift (about dt = 0.1), in either direction.
@@ -68,34 +67,33 @@ def test_rollout_is_batched_each_sequence_as_if_alone():
     assert batched.shape == (len(phases), steps, 1)
     for i, phase in enumerate(phases):
         alone = evaluation.rollout(model, sine_context(dt, [phase]), steps)
-        np.testing.assert_allclose(batched[i].numpy(), alone[0].numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(batched[i], alone[0], rtol=0, atol=1e-6)
         truth = np.sin(dt * (np.arange(2, steps + 2) + phase))
-        np.testing.assert_allclose(batched[i, :, 0].double().numpy(), truth, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(batched[i, :, 0], truth, rtol=0, atol=1e-4)
     # the sequences really are different, so mixing them up would be caught
-    assert np.abs(batched[0].numpy() - batched[1].numpy()).max() > 0.1
+    assert np.abs(batched[0] - batched[1]).max() > 0.1
 
 
 @pytest.mark.parametrize("kind", ["linear", "gru"])
 def test_rollout_first_prediction_is_predict_next_then_slides(kind):
     torch.manual_seed(0)
+    rng = np.random.default_rng(0)
     shape = models.Shape(input_size=2, output_size=2, window=4, hidden=5, layers=1)
-    model = models.build(kind, shape)
     if kind == "linear":
-        with torch.no_grad():
-            model.weight.copy_(torch.randn_like(model.weight) * 0.5)
-            model.bias.copy_(torch.randn_like(model.bias))
-    model.eval()
-    context = torch.randn(3, 4, 2)
-    original = context.clone()
+        model = LinearAR(shape)
+        model.weight, model.bias = rng.normal(size=model.weight.shape) * 0.5, rng.normal(size=2)
+    else:
+        model = models.NumpyPredictor(models.build(kind, shape))
+    context = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    original = context.copy()
     out = evaluation.rollout(model, context, 3)
     assert out.shape == (3, 3, 2)
-    assert torch.equal(context, original)  # the caller's context is not modified
-    with torch.no_grad():
-        first = model.predict_next(context)
-        second = model.predict_next(torch.cat([context[:, 1:], first[:, None]], dim=1))
-    torch.testing.assert_close(out[:, 0], first, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(out[:, 1], second, rtol=1e-6, atol=1e-6)
-    assert not torch.allclose(first, second)  # a rollout that repeated its first step would fail above
+    assert np.array_equal(context, original)  # the caller's context is not modified
+    first = model.predict_next(context)
+    second = model.predict_next(np.concatenate([context[:, 1:], first[:, None]], axis=1))
+    np.testing.assert_allclose(out[:, 0], first, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[:, 1], second, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(first, second)  # a rollout that repeated its first step would fail above
 
 
 # --- metric helpers ------------------------------------------------------------------------------------------
@@ -177,7 +175,7 @@ def test_score_sine_persistence_metrics_shape_and_values(project):
     params = load_params(project)
     data = pipeline.generate.build(params, "sine")
     model = Persistence(models.Shape(1, 1, data.meta["window"], 4, 1))
-    result = evaluation.score(data, model, params.evaluate, torch.device("cpu"))
+    result = evaluation.score(data, model, params.evaluate)
     m = result["metrics"]
     assert set(m) == {"test", "rollout"}
     assert set(m["test"]) == {"mse", "rmse", "mae"}
@@ -205,7 +203,7 @@ def test_score_memory_has_no_rollout(project):
     params = load_params(project)
     data = pipeline.generate.build(params, "memory_short")
     model = Persistence(models.Shape(1, 1, data.meta["window"], 4, 1))
-    result = evaluation.score(data, model, params.evaluate, torch.device("cpu"))
+    result = evaluation.score(data, model, params.evaluate)
     assert set(result["metrics"]) == {"test"}
     assert "pred_rollout" not in result
     hand = persistence_by_hand(data)

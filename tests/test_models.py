@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import models, params
+from pipeline import baselines, models, params
 from pipeline.errors import ParamsError
 from pipeline.models import MODELS, Shape
 
@@ -18,9 +18,6 @@ def make(kind: str, input_size: int = 1, output_size: int = 1, layers: int = 1, 
     torch.manual_seed(seed)
     model = models.build(kind, Shape(input_size=input_size, output_size=output_size, window=window,
                                      hidden=hidden, layers=layers))
-    if kind == "linear":  # closed-form: give it non-trivial weights instead of the zero initialisation
-        model.weight.normal_()
-        model.bias.normal_()
     return model
 
 
@@ -29,18 +26,15 @@ def sample(features: int, batch: int = B, steps: int = T, seed: int = 1) -> torc
 
 
 def test_registry_lists_every_variant_and_params_agrees():
-    assert set(RECURRENT) | {"persistence", "linear"} == set(NAMES)
-    assert set(params.MODEL_KINDS) == set(NAMES)
+    assert set(RECURRENT) == set(NAMES)
+    assert set(baselines.BASELINES.names()) == {"persistence", "linear"}
+    assert set(params.MODEL_KINDS) == set(NAMES) | set(baselines.BASELINES.names())
     assert len(params.MODEL_KINDS) == len(set(params.MODEL_KINDS))
 
 
 @pytest.mark.parametrize("features,outputs", [(1, 1), (2, 2), (2, 1)])
 @pytest.mark.parametrize("kind", NAMES)
 def test_predict_next_shape(kind, features, outputs):
-    if kind == "persistence" and features != outputs:
-        with pytest.raises(ValueError, match="same features"):
-            make(kind, features, outputs)
-        return
     model = make(kind, features, outputs, layers=2)
     x = sample(features)
     y = model.predict_next(x)
@@ -48,28 +42,11 @@ def test_predict_next_shape(kind, features, outputs):
     assert torch.isfinite(y).all()
 
 
-def test_persistence_repeats_the_last_value():
-    x = sample(2)
-    assert torch.equal(make("persistence", 2, 2).predict_next(x), x[:, -1])
-
-
-def test_linear_predicts_from_the_flattened_window():
-    model = make("linear", 2, 1)
-    x = sample(2)
-    expected = x.reshape(B, -1) @ model.weight.T + model.bias
-    torch.testing.assert_close(model.predict_next(x), expected, rtol=0, atol=1e-6)
-    with pytest.raises(NotImplementedError):
-        model(x)
-
-
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("kind", NAMES)
 def test_gradients_reach_every_parameter(kind, layers):
     model = make(kind, 2, 2, layers=layers)
     parameters = dict(model.named_parameters())
-    if not model.trainable:
-        assert not any(p.requires_grad for p in parameters.values())  # fitted in closed form, never by Adam
-        return
     assert parameters
     loss = nn.functional.mse_loss(model.predict_next(sample(2)), torch.ones(B, 2))
     loss.backward()
@@ -97,14 +74,6 @@ def test_step_contract_and_state_carry(kind, layers):
             torch.testing.assert_close(torch.cat([y1, y2], dim=1), y, rtol=0, atol=1e-6)
             for a, b in zip(h2 if isinstance(h2, tuple) else (h2,), states):
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-
-
-def test_non_recurrent_models_are_exactly_the_baselines():
-    assert {k for k in NAMES if k not in RECURRENT} == {"persistence", "linear"}
-    for kind in ("persistence", "linear"):
-        assert not make(kind).trainable
-    for kind in RECURRENT:
-        assert make(kind).trainable
 
 
 def _torch_rnn_like(elman: models.Elman, features: int, layers: int) -> nn.RNN:
@@ -160,6 +129,52 @@ def test_concat_equals_the_concatenation_formula(layers):
             y, h = model(x, initial)
             torch.testing.assert_close(y, expected, rtol=0, atol=1e-6)
             torch.testing.assert_close(h, torch.stack(finals), rtol=0, atol=1e-6)
+
+
+def _elman_step_by_step(model: models.Elman, x: torch.Tensor) -> torch.Tensor:
+    """Seed 000's loop: one call of the cell per time step, from the learned h0."""
+    seq = x
+    for layer, (wxh, whh) in enumerate(zip(model.Wxh, model.Whh)):
+        h, outputs = model.h0[layer].expand(len(x), -1), []
+        for t in range(seq.shape[1]):
+            h = torch.tanh(wxh(seq[:, t]) + whh(h))
+            outputs.append(h)
+        seq = torch.stack(outputs, dim=1)
+    return model.Why(seq)
+
+
+def _concat_step_by_step(model: models.Concat, x: torch.Tensor) -> torch.Tensor:
+    """Seed 002's loop: concatenate input and state at every step, from zeros."""
+    seq = x
+    for i2h in model.i2h:
+        h, outputs = torch.zeros(len(x), H), []
+        for t in range(seq.shape[1]):
+            h = torch.tanh(i2h(torch.cat([seq[:, t], h], dim=-1)))
+            outputs.append(h)
+        seq = torch.stack(outputs, dim=1)
+    return model.h2o(seq)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("kind, literal", [("elman", _elman_step_by_step), ("concat", _concat_step_by_step)])
+def test_fused_cells_equal_their_step_by_step_loops_with_gradients(kind, literal, layers):
+    """The scratch cells run in torch's fused tanh-RNN kernel; outputs and every gradient must equal those of
+    the cell written out one step at a time, as the notebooks do (to float32 round-off)."""
+    model = make(kind, 2, 2, layers=layers)
+    x = sample(2, steps=20)
+    target = torch.randn(B, 20, 2, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for forward in (lambda: model(x)[0], lambda: literal(model, x)):
+        model.zero_grad()
+        y = forward()
+        nn.functional.mse_loss(y, target).backward()
+        grads.append((y.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (fused, fused_grads), (loop, loop_grads) = grads
+    torch.testing.assert_close(fused, loop, rtol=0, atol=1e-6)
+    assert fused_grads.keys() == loop_grads.keys()
+    for name in fused_grads:
+        torch.testing.assert_close(fused_grads[name], loop_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+        assert loop_grads[name].abs().sum() > 0, name
 
 
 def test_elman_h0_is_a_trained_parameter():

@@ -95,7 +95,7 @@ def test_repro_stopped_mid_training_resumes_to_the_uninterrupted_results(referen
     assert "Traceback" not in rest
     if signum == signal.SIGINT:
         assert "Error: interrupted before the stage finished; nothing was written." in rest
-    assert not (repo / "data" / "models" / "sine" / "gru.pt").exists()  # no partial checkpoint taken for a result
+    assert not (repo / "data" / "models" / "sine" / "gru.npz").exists()  # no partial checkpoint taken for a result
     recorded = outputs(repo)
     assert "generate@sine" in recorded and "train@sine-gru" not in recorded  # the lock is written per stage
 

@@ -26,8 +26,8 @@ STAGES = {"generate@sine", "compare@sine", "report"} | {
     f"{stage}@sine-{model}" for stage in ("train", "evaluate") for model in ("persistence", "linear", "gru")}
 
 # Cached outputs (DVC storage, not git) that a clone must get from the remote instead of recomputing them.
-CACHED_OUTPUTS = ["data/datasets/sine.npz", "data/models/sine/persistence.pt", "data/models/sine/linear.pt",
-                  "data/models/sine/gru.pt", "plots/train/sine/gru.csv", "plots/rollout/sine/gru.csv",
+CACHED_OUTPUTS = ["data/datasets/sine.npz", "data/models/sine/persistence.npz", "data/models/sine/linear.npz",
+                  "data/models/sine/gru.npz", "plots/train/sine/gru.csv", "plots/rollout/sine/gru.csv",
                   "plots/leaderboard.md"]
 
 # (pattern, replacement, expected number of matches) applied to the real params.yaml, line by line.
@@ -97,7 +97,7 @@ def test_a_clone_pulls_the_results_instead_of_recomputing_them(repo, tmp_path):
     assert not any((clone / path).exists() for path in CACHED_OUTPUTS)  # cached outputs are not in git
 
     before = sh(clone, "dvc", "status")
-    assert "not in cache" in before and "data/models/sine/gru.pt" in before, before
+    assert "not in cache" in before and "data/models/sine/gru.npz" in before, before
     assert "up to date" not in before
 
     pulled = sh(clone, "dvc", "pull")
