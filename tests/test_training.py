@@ -453,3 +453,42 @@ def test_train_stage_outputs(sine, kind):
         assert [int(r[0]) for r in rows] == [0]
     assert float(rows[-1][1]) == pytest.approx(saved["final_train_loss"], rel=1e-6)
     assert float(rows[-1][2]) == pytest.approx(saved["final_val_loss"], rel=1e-6)
+
+
+# --- the optimiser ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, lr", [("gru", 0.01), ("elman", 0.1), ("lstm", 1e-3)])
+def test_our_adam_is_bit_identical_to_torch_adam(kind, lr):
+    """fitting.Adam exists only to skip torch.optim's import of torch._dynamo; it must not change one bit."""
+    shape = models.Shape(input_size=2, output_size=1, window=6, hidden=5, layers=2)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, 2, generator=g), torch.randn(40, 1, generator=g)
+    trained = []
+    for make_optimizer in (lambda p: fitting.Adam(p, lr=lr), lambda p: torch.optim.Adam(p, lr=lr)):
+        torch.manual_seed(0)
+        model = models.build(kind, shape)
+        optimizer = make_optimizer(model.parameters())
+        for step in range(30):
+            batch = slice(step % 4 * 10, step % 4 * 10 + 10)
+            loss = torch.nn.functional.mse_loss(model.predict_next(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+        trained.append(model.state_dict())
+    ours, theirs = trained
+    for name in theirs:
+        assert torch.equal(ours[name], theirs[name]), name
+    torch.manual_seed(0)
+    assert any(not torch.equal(v, models.build(kind, shape).state_dict()[k]) for k, v in ours.items())  # it moved
+
+
+def test_a_train_stage_never_imports_torch_dynamo(project):
+    """torch.optim would import torch._dynamo (about a second per stage); fitting.Adam must keep it out."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom pipeline import params, generate, training\n"
+            "p = params.load('params.yaml'); generate.run(p, 'sine'); training.run(p, 'sine', 'gru')\n"
+            "print('torch._dynamo' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["False", "True"]
