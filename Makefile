@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # DVC runs each stage's `python -m pipeline ...` through the shell: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test plots clean-venv
+.PHONY: install repro test bench plots clean-venv
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Issue 7's benchmark: every target measured side by side in one run; prints a table, writes benchmarks/results.json.
+bench: install
+	$(BIN)/python -m benchmarks.run
 
 # An offline `dvc plots show`: the default page loads vega from cdn.jsdelivr.net, so its charts are blank without
 # internet. tools/plots_template.py inlines vega, vega-lite and vega-embed from vl-convert-python into a template.

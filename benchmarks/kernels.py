@@ -1,0 +1,122 @@
+"""Kernel-level timings: how fast our hand-written cells train against torch.nn.RNN, and how much the pipeline's
+batched rollout saves over seed 002's window-at-a-time loop while predicting the same values.
+
+Both pin torch to one CPU thread, as the pipeline's stages do, and report the median over repeats so that one
+hiccup of a busy machine does not decide the result.
+"""
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks import notebooks
+from benchmarks.notebooks import THREADS, warm_up, window_rollout
+from pipeline import checkpoints, datasets, evaluation, models
+from pipeline.artifacts import Paths
+from pipeline.runtime import configure
+
+TORCH_RNN = "nn.RNN"  # the reference kind of `throughput`; every other kind is a pipeline model
+
+
+class TorchRNN(nn.Module):
+    """torch.nn.RNN (one layer, input 1) with a Linear head on the last state: the same loss as our cells."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(1, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 1)
+
+    def predict_next(self, x: torch.Tensor) -> torch.Tensor:
+        _, h = self.rnn(x)  # h (1, B, H)
+        return self.head(h[-1])
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Median wall time of `repeats` calls, and the last call's result."""
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def _build(kind: str, hidden: int, seq_len: int) -> nn.Module:
+    if kind == TORCH_RNN:
+        return TorchRNN(hidden)
+    return models.build(kind, models.Shape(input_size=1, output_size=1, window=seq_len, hidden=hidden, layers=1))
+
+
+def throughput(kind: str, hidden: int = 16, batch: int = 64, seq_len: int = 15, steps: int = 20,
+               repeats: int = 5, seed: int = 0) -> dict:
+    """Training speed of one model on random data: forward, backward and an Adam step per update.
+
+    kind is a pipeline model (elman, concat, rnn, ...) or TORCH_RNN. One update processes batch x seq_len
+    sequence steps; the median over `repeats` runs of `steps` updates (after one warm-up update) gives
+    seconds_per_update and sequence_steps_per_second."""
+    warm_up()
+    configure(THREADS, seed)
+    model = _build(kind, hidden, seq_len)
+    x, y = torch.randn(batch, seq_len, 1), torch.randn(batch, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def train(updates: int) -> None:
+        for _ in range(updates):
+            loss = nn.functional.mse_loss(model.predict_next(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    train(1)  # first-call allocations and Adam's state stay out of the timing
+    seconds, _ = _timed(lambda: train(steps), repeats)
+    return {"kind": kind, "hidden": hidden, "batch": batch, "seq_len": seq_len,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "seconds_per_update": seconds / steps,
+            "sequence_steps_per_second": batch * seq_len * steps / seconds}
+
+
+def rollout_comparison(model: models.SequenceModel, data: datasets.Dataset, steps: int | None = None,
+                       repeats: int = 3) -> dict:
+    """Extrapolate data's rollout task (default: its full length) with a pipeline model on the CPU, twice:
+    seed 002's way (`window_rollout`: one sequence and one window at a time, a Python list, the state rebuilt
+    every step) and with the pipeline's batched `evaluation.rollout`, both on scaled data as the model was trained.
+
+    Returns sequences, steps, window_seconds and batched_seconds (medians), speedup (window / batched) and
+    max_abs_diff between the two predictions in original units (they should agree to about 1e-6)."""
+    configure(THREADS)
+    steps = data.meta["rollout_steps"] if steps is None else steps
+    context = data.scaled(data.rollout_context)
+    model.eval()
+    window_seconds, by_window = _timed(lambda: window_rollout(model.predict_next, context, steps), repeats)
+    predictor = models.NumpyPredictor(model)
+    batched_seconds, batched = _timed(lambda: evaluation.rollout(predictor, context, steps), repeats)
+    diff = np.abs(data.unscaled(by_window) - data.unscaled(batched))
+    return {"sequences": len(context), "steps": steps, "window_seconds": window_seconds,
+            "batched_seconds": batched_seconds, "speedup": window_seconds / batched_seconds,
+            "max_abs_diff": float(diff.max())}
+
+
+def rollout_benchmark(root: Path, quick: bool, repeats: int = 3, seed: int = 0) -> dict:
+    """Seed 002's experiment end to end: train the pipeline's variant on the sine (its 1000-step extrapolation;
+    100 steps in quick mode) in the project folder root, which `notebooks.generate_datasets` filled, then time
+    both rollouts of the trained checkpoint with `rollout_comparison`.
+
+    The sine has one held-out continuation, so there is nothing to batch and both sides pay the same per-step
+    cost of the model; `many` repeats the comparison on seed 000's sincos task, whose 50 held-out sequences
+    (10 in quick mode) the batched rollout advances together, one step for all of them at a time."""
+    result = {}
+    for key, exp in (("sine", next(e for e in notebooks.notebook_experiments(quick) if e.rollout)),
+                     ("many", next(e for e in notebooks.notebook_experiments(quick) if e.dataset == "sincos"))):
+        notebooks.run_pipeline(exp, seed, root)
+        checkpoint = checkpoints.load(Paths(root).checkpoint(exp.dataset, exp.variant))
+        model = models.restore(checkpoint, torch.device("cpu"))
+        data = datasets.load(Paths(root).dataset(exp.dataset))
+        result[key] = {"experiment": exp.name, "variant": exp.variant,
+                       **rollout_comparison(model, data, repeats=repeats)}
+    return {**result.pop("sine"), **result}

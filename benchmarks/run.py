@@ -1,0 +1,354 @@
+"""Issue 7's benchmark: every figure it asks for, measured side by side in one run, checked against its target.
+
+    python -m benchmarks.run [--quick] [--repeats N] [--seeds 0,1,2]
+                             [--only notebooks,kernels,rollout,pipeline,sweeps] [--output benchmarks/results.json]
+
+One process measures everything on the same machine in the same minutes, because timings taken on different days
+or machines do not compare. Timings are medians over repeats (over seeds for the notebook experiments), torch is
+pinned to one thread, and in-process measurements alternate between the sides they compare, so a busy spell of
+a shared machine hits both. It prints a table and writes results.json with the machine, versions, date and
+commit. --quick shrinks every part (tiny profiles, 2-3 epochs) to finish in a couple of minutes; its numbers
+show that the harness works, not whether a target is met.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from benchmarks import kernels, notebooks
+from benchmarks import pipeline_bench as pb
+from pipeline import datasets
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
+SECTIONS = ("notebooks", "kernels", "rollout", "pipeline", "sweeps")
+CELLS = ("elman", "concat")  # our hand-written cells, each timed against kernels.TORCH_RNN
+
+# Quick mode: the pipeline's real datasets and models, few of them, few epochs.
+QUICK_REPRO = {"datasets": ["sine", "ramp"], "models": ["persistence", "gru"], "epochs": 3}
+# Sweeps retrain the learned models of a small profile, so that one experiment takes well under a minute and
+# the figure is the queue's throughput rather than one long training. Quick mode keeps only the persistence
+# baseline: its train stage still reruns in every experiment, and the harness is checked in half the time.
+SWEEP = {"datasets": ["sine", "ramp"], "models": ["persistence", "gru"], "epochs": 20}
+QUICK_SWEEP = {"datasets": ["sine"], "models": ["persistence"], "epochs": 2,
+               "sizes": {"sine": {"train_until": 20.0, "extrapolate_until": 30.0}}}
+SWEEP_EXPERIMENTS, QUICK_SWEEP_EXPERIMENTS = 4, 2
+
+
+STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with the seconds since the start: the full run takes many minutes."""
+    print(f"{time.perf_counter() - STARTED:6.0f} s  {message}", file=sys.stderr, flush=True)
+
+
+# --- measurements -------------------------------------------------------------------------------------------------
+
+def measure_notebooks(root: Path, files: Mapping[str, Path], quick: bool, seeds: list[int]) -> dict:
+    """Every notebook experiment with its notebook's loop and with the pipeline, seed by seed, the two sides
+    back to back, on the datasets `files` (name -> file) that `notebooks.generate_datasets` wrote under root.
+    Per experiment: the median over seeds of training seconds and test MSE on each side; in total: the sums of
+    those median seconds and their ratio pipeline / notebook."""
+    experiments = notebooks.notebook_experiments(quick)
+    loaded = {name: datasets.load(path) for name, path in files.items()}
+    runs = {exp.name: {"notebook": [], "pipeline": []} for exp in experiments}
+    for seed in seeds:
+        for exp in experiments:
+            log(f"  notebooks: seed {seed}, {exp.name}")
+            runs[exp.name]["notebook"].append(notebooks.run_notebook(exp, seed, loaded[exp.dataset]))
+            runs[exp.name]["pipeline"].append(notebooks.run_pipeline(exp, seed, root))
+    per_experiment = {}
+    for exp in experiments:
+        per_experiment[exp.name] = {"variant": exp.variant, "dataset": exp.dataset, **{
+            side: {"seconds": statistics.median(r["seconds"] for r in results),
+                   "mse": statistics.median(r["mse"] for r in results), "runs": results}
+            for side, results in runs[exp.name].items()}}
+    notebook_seconds = sum(e["notebook"]["seconds"] for e in per_experiment.values())
+    pipeline_seconds = sum(e["pipeline"]["seconds"] for e in per_experiment.values())
+    return {"seeds": seeds, "experiments": per_experiment, "notebook_seconds": notebook_seconds,
+            "pipeline_seconds": pipeline_seconds, "training_ratio": pipeline_seconds / notebook_seconds}
+
+
+def measure_kernels(quick: bool, repeats: int) -> dict:
+    """Training throughput of our cells and torch.nn.RNN on the same batches, the kinds taking turns repeat by
+    repeat; the ratio is a cell's median seconds per update over nn.RNN's."""
+    kinds = (*CELLS, kernels.TORCH_RNN)
+    steps = 5 if quick else 20
+    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for _ in range(repeats):
+        for kind in kinds:
+            runs[kind].append(kernels.throughput(kind, steps=steps, repeats=1))
+    per_kind = {kind: {**results[-1], "seconds_per_update": statistics.median(r["seconds_per_update"] for r in results),
+                       "sequence_steps_per_second": statistics.median(r["sequence_steps_per_second"]
+                                                                      for r in results)}
+                for kind, results in runs.items()}
+    reference = per_kind[kernels.TORCH_RNN]["seconds_per_update"]
+    return {"steps": steps, "repeats": repeats, "kinds": per_kind,
+            "ratios": {cell: per_kind[cell]["seconds_per_update"] / reference for cell in CELLS}}
+
+
+def measure_rollout(root: Path, quick: bool, repeats: int) -> dict:
+    """Seed 002's window-at-a-time extrapolation against the pipeline's batched rollout (kernels.py)."""
+    return kernels.rollout_benchmark(root=Path(root), quick=quick, repeats=repeats)
+
+
+def measure_pipeline(source: Path, workdir: Path, quick: bool, repeats: int) -> dict:
+    """A from-scratch `dvc repro` of HEAD (the committed params.yaml, or QUICK_REPRO's profile), then no-op
+    repros and the stage commands' start-up in that clone, so that every pipeline figure is of one commit."""
+    profile = None
+    if quick:
+        profile = pb.profile(pb.head_params(source), QUICK_REPRO["datasets"], QUICK_REPRO["models"],
+                             QUICK_REPRO["epochs"])
+    log("  pipeline: full dvc repro from scratch")
+    full = pb.full_repro(source, Path(workdir) / "repro", profile)
+    log("  pipeline: no-op dvc repro")
+    noop = pb.noop_repro(Path(full["repo"]), repeats)
+    log("  pipeline: stage start-up")
+    return {"full_repro": full, "noop_repro": noop, "startup": pb.startup(repeats, cwd=Path(full["repo"]))}
+
+
+def measure_sweeps(source: Path, workdir: Path, quick: bool) -> dict:
+    """The same queued sweep drained by one worker and by two; ratio: experiments per minute, -j 2 over -j 1."""
+    spec, n = (QUICK_SWEEP, QUICK_SWEEP_EXPERIMENTS) if quick else (SWEEP, SWEEP_EXPERIMENTS)
+    profile = pb.profile(pb.head_params(source), spec["datasets"], spec["models"], spec["epochs"],
+                         spec.get("sizes"))
+    by_jobs = {}
+    for jobs in (1, 2):
+        log(f"  sweeps: {n} experiments, -j {jobs}")
+        by_jobs[jobs] = pb.sweep(source, Path(workdir) / f"sweep-j{jobs}", jobs, n, profile)
+    return {"experiments": n, "profile": spec, "j1": by_jobs[1], "j2": by_jobs[2],
+            "ratio": by_jobs[2]["experiments_per_minute"] / by_jobs[1]["experiments_per_minute"]}
+
+
+def collect(sections: list[str], quick: bool, repeats: int, seeds: list[int], workdir: Path,
+            source: Path = ROOT) -> dict:
+    """Run the chosen sections in order, in-process ones first; section name -> its measurements."""
+    measured: dict[str, dict] = {}
+    data_root, files = Path(workdir) / "data-root", {}
+    if {"notebooks", "rollout"} & set(sections):
+        files = notebooks.generate_datasets(data_root, quick)
+    steps: dict[str, Callable[[], dict]] = {
+        "notebooks": lambda: measure_notebooks(data_root, files, quick, seeds),
+        "kernels": lambda: measure_kernels(quick, repeats),
+        "rollout": lambda: measure_rollout(data_root, quick, repeats),
+        "pipeline": lambda: measure_pipeline(source, workdir, quick, repeats),
+        "sweeps": lambda: measure_sweeps(source, workdir, quick),
+    }
+    for section in SECTIONS:
+        if section in sections:
+            log(f"[{section}]")
+            measured[section] = steps[section]()
+    return measured
+
+
+# --- targets ------------------------------------------------------------------------------------------------------
+
+def row(section: str, target: str, measured: float | bool, op: str, limit: float | bool, detail: str = "") -> dict:
+    """One target of issue 7: measured `op` limit, with op one of <=, >=, ==. NaN never passes."""
+    if op == "==":
+        passed = measured == limit
+    elif isinstance(measured, float) and math.isnan(measured):
+        passed = False
+    else:
+        passed = measured <= limit if op == "<=" else measured >= limit
+    return {"section": section, "target": target, "measured": measured, "op": op, "limit": limit,
+            "passed": bool(passed), "detail": detail}
+
+
+def targets(measured: Mapping[str, Mapping]) -> list[dict]:
+    """Every target of issue 7 whose section was measured, in the issue's order."""
+    rows = []
+    if "notebooks" in measured:
+        nb = measured["notebooks"]
+        rows.append(row("notebooks", "training time, pipeline / notebook loops (summed)", nb["training_ratio"],
+                        "<=", 1 / 3, f"{nb['pipeline_seconds']:.3g} s / {nb['notebook_seconds']:.3g} s"))
+        for name, exp in nb["experiments"].items():
+            pipe, book = exp["pipeline"]["mse"], exp["notebook"]["mse"]
+            rows.append(row("notebooks", f"test MSE {name} ({exp['variant']}), pipeline / notebook",
+                            pipe / book if book else math.inf, "<=", 1.0, f"{pipe:.3g} vs {book:.3g}"))
+    if "kernels" in measured:
+        kinds = measured["kernels"]["kinds"]
+        for cell, ratio in measured["kernels"]["ratios"].items():
+            rows.append(row("kernels", f"{cell} training step / nn.RNN", ratio, "<=", 1.5,
+                            f"{kinds[cell]['seconds_per_update'] * 1e3:.3g} ms vs "
+                            f"{kinds[kernels.TORCH_RNN]['seconds_per_update'] * 1e3:.3g} ms"))
+    if "rollout" in measured:
+        ro = measured["rollout"]
+        rows.append(row("rollout", "batched rollout speed-up over window-at-a-time", ro["speedup"], ">=", 20.0,
+                        f"{ro['sequences']} x {ro['steps']} steps: {ro['window_seconds']:.3g} s vs "
+                        f"{ro['batched_seconds']:.3g} s"))
+        rows.append(row("rollout", "batched rollout max |difference|", ro["max_abs_diff"], "<=", 1e-5))
+        if "many" in ro:
+            many = ro["many"]
+            rows.append(row("rollout", f"batched rollout speed-up, {many['experiment']} ({many['variant']})",
+                            many["speedup"], ">=", 20.0,
+                            f"{many['sequences']} x {many['steps']} steps: {many['window_seconds']:.3g} s vs "
+                            f"{many['batched_seconds']:.3g} s"))
+            rows.append(row("rollout", f"batched rollout max |difference|, {many['experiment']}",
+                            many["max_abs_diff"], "<=", 1e-5))
+    if "pipeline" in measured:
+        full, noop = measured["pipeline"]["full_repro"], measured["pipeline"]["noop_repro"]
+        start = measured["pipeline"]["startup"]
+        for name, command in start["commands"].items():
+            rows.append(row("pipeline", f"start-up {name} / bare import torch", command["ratio"], "<=", 1.2,
+                            f"{command['seconds']:.3g} s vs {start['bare_torch_seconds']:.3g} s"))
+        for name in pb.TORCH_FREE:
+            if name in start["commands"]:
+                rows.append(row("pipeline", f"{name} imports torch", start["commands"][name]["torch"], "==", False))
+        for name, command in start["commands"].items():
+            if name not in pb.PLOTTING:
+                rows.append(row("pipeline", f"{name} imports matplotlib (draws nothing)", command["matplotlib"],
+                                "==", False))
+        rows.append(row("pipeline", "no-op dvc repro, seconds", noop["seconds"], "<=", 3.0))
+        rows.append(row("pipeline", "full dvc repro, seconds per (dataset, model) pair", full["seconds_per_pair"],
+                        "<=", 6.0, f"{full['seconds']:.0f} s, {full['stages']} stages, {full['pairs']} pairs"))
+    if "sweeps" in measured:
+        sw = measured["sweeps"]
+        rows.append(row("sweeps", "queued sweep throughput, -j 2 / -j 1", sw["ratio"], ">=", 1.7,
+                        f"{sw['j2']['experiments_per_minute']:.3g} vs {sw['j1']['experiments_per_minute']:.3g} "
+                        f"experiments/min"))
+    return rows
+
+
+# --- results and printing -----------------------------------------------------------------------------------------
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def machine() -> dict:
+    """Where and with what the numbers were taken: they mean nothing without it."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    status = _git("status", "--porcelain")
+    return {"cpu": cpu, "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "dvc": importlib.metadata.version("dvc"), "torch_threads": torch.get_num_threads(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def assemble(measured: Mapping[str, Mapping], settings: Mapping, environment: Mapping) -> dict:
+    """The content of results.json."""
+    rows = targets(measured)
+    return {"quick": settings["quick"], "settings": dict(settings), "environment": dict(environment),
+            "targets": rows, "summary": {"passed": sum(r["passed"] for r in rows),
+                                         "failed": sum(not r["passed"] for r in rows)},
+            "measurements": dict(measured)}
+
+
+def _value(value: float | bool) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if math.isinf(value) or math.isnan(value):
+        return str(value)
+    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def aligned(header: list[str], lines: list[list[str]]) -> str:
+    """Plain-text columns padded to their widest cell."""
+    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
+    rule = ["-" * width for width in widths]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+                     for cells in [header, rule, *lines])
+
+
+def format_report(results: Mapping) -> str:
+    """The tables printed at the end: notebook experiments, where a full repro spends its time, the targets."""
+    parts = []
+    env = results["environment"]
+    parts.append(f"{env['cpu']}, {env['cores']} cores; python {env['python']}, torch {env['torch']}, "
+                 f"dvc {env['dvc']}; commit {(env['commit'] or '?')[:10]}{' (dirty)' if env['dirty'] else ''}; "
+                 f"{env['date']}{'; QUICK mode' if results['quick'] else ''}")
+    if env["dirty"] and {"pipeline", "sweeps"} & set(results["measurements"]):
+        parts[-1] += ("\nNote: uncommitted changes. The pipeline and sweep figures are of the commit (they run in "
+                      "clones of HEAD); the in-process sections ran the working tree.")
+    measured = results["measurements"]
+    if "notebooks" in measured:
+        lines = [[name, exp["variant"], _value(exp["notebook"]["seconds"]), _value(exp["pipeline"]["seconds"]),
+                  _value(exp["notebook"]["mse"]), _value(exp["pipeline"]["mse"])]
+                 for name, exp in measured["notebooks"]["experiments"].items()]
+        parts.append("Notebook experiments (median over seeds " +
+                     ", ".join(map(str, measured["notebooks"]["seeds"])) + ")\n" +
+                     aligned(["experiment", "variant", "notebook s", "pipeline s", "notebook MSE", "pipeline MSE"],
+                             lines))
+    if "pipeline" in measured:
+        full = measured["pipeline"]["full_repro"]
+        lines = [[group, str(g["stages"]), _value(g["seconds"]),
+                  _value(g["seconds"] / g["stages"]) if g["stages"] else "-"]
+                 for group, g in full["groups"].items()]
+        lines.append(["(dvc start-up)", "-", _value(full["before_first_stage"]), "-"])
+        parts.append(f"Full dvc repro from scratch: {full['seconds']:.1f} s\n" +
+                     aligned(["stage group", "stages", "seconds", "s per stage"], lines))
+    lines = [[r["section"], r["target"], _value(r["measured"]), f"{r['op']} {_value(r['limit'])}",
+              "PASS" if r["passed"] else "FAIL", r["detail"]] for r in results["targets"]]
+    summary = results["summary"]
+    parts.append(f"Targets: {summary['passed']} pass, {summary['failed']} fail\n" +
+                 aligned(["section", "target", "measured", "required", "result", "detail"], lines))
+    return "\n\n".join(parts)
+
+
+# --- command line -------------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny profiles: checks the harness in minutes")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5, quick 2)")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds of the notebook experiments")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where results.json goes")
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(args.only) - set(SECTIONS))
+    if unknown or not args.only:
+        parser.error(f"--only: unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    try:
+        args.seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(notebooks.THREADS)  # as the stages run (params.yaml threads: 1)
+    settings = {"quick": args.quick, "repeats": args.repeats, "seeds": args.seeds, "sections": args.only}
+    with tempfile.TemporaryDirectory(prefix="rnn-bench-") as workdir:
+        measured = collect(args.only, args.quick, args.repeats, args.seeds, Path(workdir))
+    results = assemble(measured, settings, machine())
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_report(results))
+    print(f"\nWritten: {args.output}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The benchmark harness: issue 7's targets and results.json from synthetic measurements (PASS and FAIL on both
+sides of each limit), the start-up probe, and the pipeline measurements through the real dvc CLI on a tiny
+profile (one dataset, one model): a from-scratch repro, no-op repros and a one-experiment queued sweep."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import kernels
+from benchmarks import pipeline_bench as pb
+from benchmarks import run as bench
+
+from conftest import ROOT, TINY_SIZES
+
+# `dvc queue status` as printed by DVC 3.67, plus a failed and a running task.
+QUEUE_STATUS = """\
+Task     Name        Created    Status
+837bc4f  vogie-abac  07:27 AM   Success
+1076230  biped-snib  07:27 AM   Failed
+315dd53  nervy-rams  07:29 AM   Running
+f89f7ee  inane-rand  07:29 AM   Queued
+
+Worker status: 1 active, 0 idle
+"""
+
+
+def tiny_profile(models: list[str], epochs: int = 2) -> dict:
+    return pb.profile(pb.head_params(ROOT), ["sine"], models, epochs, {"sine": TINY_SIZES["sine"]})
+
+
+def synthetic() -> dict:
+    """Measurements in the shapes run.py produces, each figure placed on or just beyond its limit."""
+    experiment = {"variant": "gru", "dataset": "sine",
+                  "notebook": {"seconds": 3.0, "mse": 0.5, "runs": []},
+                  "pipeline": {"seconds": 0.9, "mse": 0.5, "runs": []}}  # equal MSE passes
+    worse = {**experiment, "pipeline": {"seconds": 0.1, "mse": 0.51, "runs": []}}
+    commands = {name: {"modules": modules, "seconds": 0.3, "ratio": 0.2, "torch": False, "matplotlib": False,
+                       "runs": [0.3]} for name, modules in pb.STARTUP_IMPORTS.items()}
+    commands["train (learned)"] |= {"ratio": 1.2, "torch": True, "matplotlib": True}  # on the limit; matplotlib
+    commands["report"] |= {"ratio": 1.25, "torch": True}  # too slow, and torch in a torch-free command
+    return {
+        "notebooks": {"seeds": [0, 1, 2], "experiments": {"good": experiment, "worse": worse},
+                      "notebook_seconds": 6.0, "pipeline_seconds": 1.0, "training_ratio": 1 / 6},
+        "kernels": {"steps": 5, "repeats": 1, "ratios": {"elman": 1.5, "concat": 1.51},
+                    "kinds": {kind: {"seconds_per_update": 0.001} for kind in ("elman", "concat", kernels.TORCH_RNN)}},
+        "rollout": {"sequences": 1, "steps": 1000, "window_seconds": 2.0, "batched_seconds": 0.1, "speedup": 20.0,
+                    "max_abs_diff": 2e-5},
+        "pipeline": {"full_repro": {"seconds": 600.0, "stages": 97, "pairs": 42, "seconds_per_pair": 600 / 42,
+                                    "before_first_stage": 1.0, "groups": pb.by_group({"train@a-b": 2.0})},
+                     "noop_repro": {"seconds": 3.0, "runs": [3.0]},
+                     "startup": {"repeats": 1, "bare_torch_seconds": 1.5, "commands": commands}},
+        "sweeps": {"experiments": 4, "j1": {"experiments_per_minute": 2.0}, "j2": {"experiments_per_minute": 3.0},
+                   "ratio": math.nan},
+    }
+
+
+# --- targets, results.json and the table ---------------------------------------------------------------------
+
+def test_targets_pass_and_fail_on_both_sides_of_each_limit():
+    rows = {r["target"]: r for r in bench.targets(synthetic())}
+    passed = {target for target, r in rows.items() if r["passed"]}
+    failed = set(rows) - passed
+    assert passed == {
+        "training time, pipeline / notebook loops (summed)",
+        "test MSE good (gru), pipeline / notebook",
+        "elman training step / nn.RNN",
+        "batched rollout speed-up over window-at-a-time",
+        "no-op dvc repro, seconds",
+        "start-up train (learned) / bare import torch",
+        *(f"start-up {name} / bare import torch" for name in pb.STARTUP_IMPORTS if name not in
+          ("train (learned)", "report")),
+        *(f"{name} imports torch" for name in pb.TORCH_FREE if name != "report"),
+        "train (baseline) imports matplotlib (draws nothing)", "report imports matplotlib (draws nothing)",
+    }
+    assert failed == {
+        "test MSE worse (gru), pipeline / notebook",  # 0.51 > 0.5
+        "concat training step / nn.RNN",  # 1.51 > 1.5
+        "batched rollout max |difference|",  # 2e-5 > 1e-5
+        "start-up report / bare import torch",  # 1.25 > 1.2
+        "report imports torch",
+        "train (learned) imports matplotlib (draws nothing)",
+        "full dvc repro, seconds per (dataset, model) pair",  # 14.3 > 6
+        "queued sweep throughput, -j 2 / -j 1",  # NaN never passes
+    }
+    assert rows["training time, pipeline / notebook loops (summed)"]["measured"] == pytest.approx(1 / 6)
+    assert rows["test MSE worse (gru), pipeline / notebook"]["measured"] == pytest.approx(0.51 / 0.5)
+
+
+def test_only_measured_sections_get_rows():
+    measured = synthetic()
+    rows = bench.targets({"rollout": measured["rollout"]})
+    assert [r["section"] for r in rows] == ["rollout", "rollout"]
+    assert bench.targets({}) == []
+
+
+def test_results_json_and_table():
+    settings = {"quick": True, "repeats": 1, "seeds": [0, 1, 2], "sections": list(bench.SECTIONS)}
+    env = bench.machine()
+    assert env["cores"] >= 1 and env["torch"] and env["dvc"] and env["python"] and env["date"]
+    results = json.loads(json.dumps(bench.assemble(synthetic(), settings, env)))  # NaN survives json
+    assert set(results) == {"quick", "settings", "environment", "targets", "summary", "measurements"}
+    assert results["quick"] is True and results["settings"] == settings
+    assert set(results["measurements"]) == set(bench.SECTIONS)
+    assert results["summary"] == {"passed": sum(r["passed"] for r in results["targets"]),
+                                  "failed": sum(not r["passed"] for r in results["targets"])}
+    assert results["summary"]["failed"] == 8
+    assert all(set(r) == {"section", "target", "measured", "op", "limit", "passed", "detail"}
+               for r in results["targets"])
+
+    table = bench.format_report(results).split("Targets:")[1].splitlines()
+    header, body = table[1], table[3:]
+    assert len(body) == len(results["targets"])
+    column = header.index("result")
+    assert all(line[column:column + 4] in ("PASS", "FAIL") for line in body)  # aligned
+    assert [line[column:column + 4] == "PASS" for line in body] == [r["passed"] for r in results["targets"]]
+
+
+def test_main_writes_results_with_the_rollout_from_kernels(tmp_path, monkeypatch):
+    calls = []
+
+    def rollout_benchmark(root: Path, quick: bool, repeats: int) -> dict:
+        calls.append((quick, repeats))
+        assert (root / "data" / "datasets" / "sine.npz").is_file()  # the datasets are generated first
+        return {"sequences": 1, "steps": 100, "window_seconds": 0.5, "batched_seconds": 0.01, "speedup": 50.0,
+                "max_abs_diff": 0.0}
+
+    monkeypatch.setattr(kernels, "rollout_benchmark", rollout_benchmark)
+    output = tmp_path / "results.json"
+    bench.main(["--quick", "--only", "rollout", "--output", str(output)])
+    assert calls == [(True, 2)]
+    results = json.loads(output.read_text())
+    assert results["quick"] is True and results["measurements"]["rollout"]["speedup"] == 50.0
+    assert [r["passed"] for r in results["targets"]] == [True, True]
+
+
+@pytest.mark.parametrize("argv", [["--only", "notebooks,gpu"], ["--seeds", "0,x"], ["--repeats", "0"]])
+def test_bad_arguments_are_refused(argv):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+
+
+# --- start-up ------------------------------------------------------------------------------------------------
+
+def test_startup_times_each_import_and_sees_what_it_loads():
+    result = pb.startup(1, imports={"nn": ["torch.nn"], "plain": ["json"], "plots": ["matplotlib"]})
+    commands = result["commands"]
+    assert result["bare_torch_seconds"] > 0
+    assert (commands["nn"]["torch"], commands["nn"]["matplotlib"]) == (True, False)
+    assert (commands["plain"]["torch"], commands["plain"]["matplotlib"]) == (False, False)
+    assert commands["plots"]["matplotlib"] is True
+    assert commands["plain"]["ratio"] < 0.8  # json loads far faster than torch
+    assert commands["nn"]["ratio"] == pytest.approx(commands["nn"]["seconds"] / result["bare_torch_seconds"])
+
+
+def test_startup_raises_on_a_module_that_does_not_import():
+    with pytest.raises(RuntimeError, match="no_such_module"):
+        pb.startup(1, imports={"broken": ["no_such_module"]})
+
+
+# --- repro and queue parsing ---------------------------------------------------------------------------------
+
+def test_stage_seconds_and_groups_from_timestamped_lines():
+    lines = [(0.5, "Running stage 'generate@sine':"), (0.6, "> python -m pipeline generate sine"),
+             (2.0, "Running stage 'train@sine-gru':"), (5.0, "Running stage 'report':")]
+    per_stage = pb.stage_seconds(lines, wall=6.0)
+    assert per_stage == pytest.approx({"generate@sine": 1.5, "train@sine-gru": 3.0, "report": 1.0})
+    groups = pb.by_group(per_stage)
+    assert list(groups) == list(pb.STAGE_GROUPS)
+    assert groups["train"] == {"stages": 1, "seconds": pytest.approx(3.0)}
+    assert groups["evaluate"] == {"stages": 0, "seconds": 0.0}
+
+
+def test_require_noop():
+    pb.require_noop("Stage 'report' didn't change, skipping\nData and pipelines are up to date.\n")
+    with pytest.raises(RuntimeError, match="report"):
+        pb.require_noop("Running stage 'report':\n> python -m pipeline report\n")
+    with pytest.raises(RuntimeError, match="up to date"):
+        pb.require_noop("")
+
+
+def test_queue_status_is_parsed():
+    states = pb.parse_queue_status(QUEUE_STATUS)
+    assert states == {"vogie-abac": "Success", "biped-snib": "Failed", "nervy-rams": "Running",
+                      "inane-rand": "Queued"}
+    assert pb.unfinished(states, ["vogie-abac"]) == {}
+    assert pb.unfinished(states, ["vogie-abac", "biped-snib", "gone"]) == {"biped-snib": "Failed", "gone": None}
+
+
+# --- through the real dvc CLI --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_full_repro_then_noop_on_a_tiny_profile(tmp_path):
+    full = pb.full_repro(ROOT, tmp_path / "repro", tiny_profile(["persistence"]))
+    assert (full["stages"], full["pairs"]) == (5, 1)
+    assert full["seconds_per_pair"] == full["seconds"] > 0
+    assert {group: g["stages"] for group, g in full["groups"].items()} == dict.fromkeys(pb.STAGE_GROUPS, 1)
+    assert sum(full["stage_seconds"].values()) + full["before_first_stage"] == pytest.approx(full["seconds"])
+    assert (Path(full["repo"]) / ".dvc" / "cache").is_dir()  # its own cache, now filled
+    noop = pb.noop_repro(Path(full["repo"]), 1)
+    assert noop["seconds"] > 0 and len(noop["runs"]) == 1
+
+
+@pytest.mark.slow
+def test_a_one_experiment_sweep_succeeds(tmp_path):
+    # persistence keeps it short (no torch), and its train stage still reruns: it declares the `model` params.
+    profile = tiny_profile(["persistence"])
+    result = pb.sweep(ROOT, tmp_path / "sweep", jobs=1, n=1, profile=profile)
+    assert result["experiments"] == 1 and len(result["names"]) == 1
+    assert result["hidden"] == [profile["model"]["hidden"] + 1]  # not the baseline's: no run-cache hit
+    assert result["experiments_per_minute"] == pytest.approx(60 / result["seconds"])
+    assert pb.parse_queue_status(pb.run(Path(result["repo"]), "dvc", "queue", "status")) == \
+        {result["names"][0]: "Success"}
