@@ -17,7 +17,7 @@ from torch import nn
 
 from benchmarks import notebooks
 from benchmarks.notebooks import THREADS, warm_up, window_rollout
-from pipeline import checkpoints, datasets, evaluation, models
+from pipeline import checkpoints, datasets, evaluation, inference, models
 from pipeline.artifacts import Paths
 from pipeline.runtime import configure
 
@@ -81,20 +81,21 @@ def throughput(kind: str, hidden: int = 16, batch: int = 64, seq_len: int = 15, 
             "sequence_steps_per_second": batch * seq_len * steps / seconds}
 
 
-def rollout_comparison(model: models.SequenceModel, data: datasets.Dataset, steps: int | None = None,
+def rollout_comparison(checkpoint: checkpoints.Checkpoint, data: datasets.Dataset, steps: int | None = None,
                        repeats: int = 3) -> dict:
-    """Extrapolate data's rollout task (default: its full length) with a pipeline model on the CPU, twice:
-    seed 002's way (`window_rollout`: one sequence and one window at a time, a Python list, the state rebuilt
-    every step) and with the pipeline's batched `evaluation.rollout`, both on scaled data as the model was trained.
+    """Extrapolate data's rollout task (default: its full length) with a trained checkpoint, twice: seed 002's
+    way (`window_rollout` on the torch model: one sequence and one window at a time, a Python list, the state
+    rebuilt every step) and the evaluate stage's way (`evaluation.rollout` of the numpy forward that
+    `evaluation.load_predictor` gives, every sequence at once), both on scaled data as the model was trained.
 
     Returns sequences, steps, window_seconds and batched_seconds (medians), speedup (window / batched) and
-    max_abs_diff between the two predictions in original units (they should agree to about 1e-6)."""
+    max_abs_diff between the two predictions in original units (float32 round-off, carried along the rollout)."""
     configure(THREADS)
     steps = data.meta["rollout_steps"] if steps is None else steps
     context = data.scaled(data.rollout_context)
-    model.eval()
+    model = models.restore(checkpoint, torch.device("cpu")).eval()
     window_seconds, by_window = _timed(lambda: window_rollout(model.predict_next, context, steps), repeats)
-    predictor = models.NumpyPredictor(model)
+    predictor = inference.restore(checkpoint)
     batched_seconds, batched = _timed(lambda: evaluation.rollout(predictor, context, steps), repeats)
     diff = np.abs(data.unscaled(by_window) - data.unscaled(batched))
     return {"sequences": len(context), "steps": steps, "window_seconds": window_seconds,
@@ -115,8 +116,7 @@ def rollout_benchmark(root: Path, quick: bool, repeats: int = 3, seed: int = 0) 
                      ("many", next(e for e in notebooks.notebook_experiments(quick) if e.dataset == "sincos"))):
         notebooks.run_pipeline(exp, seed, root)
         checkpoint = checkpoints.load(Paths(root).checkpoint(exp.dataset, exp.variant))
-        model = models.restore(checkpoint, torch.device("cpu"))
         data = datasets.load(Paths(root).dataset(exp.dataset))
         result[key] = {"experiment": exp.name, "variant": exp.variant,
-                       **rollout_comparison(model, data, repeats=repeats)}
+                       **rollout_comparison(checkpoint, data, repeats=repeats)}
     return {**result.pop("sine"), **result}

@@ -34,12 +34,12 @@ STARTUP_IMPORTS = {
     "generate": ["pipeline.cli", "pipeline.generate"],
     "train (learned)": ["pipeline.cli", "pipeline.training", "pipeline.fitting", "pipeline.models"],
     "train (baseline)": ["pipeline.cli", "pipeline.training", "pipeline.baselines"],
-    "evaluate (learned)": ["pipeline.cli", "pipeline.evaluation", "pipeline.models"],
+    "evaluate (learned)": ["pipeline.cli", "pipeline.evaluation", "pipeline.inference"],
     "evaluate (baseline)": ["pipeline.cli", "pipeline.evaluation", "pipeline.baselines"],
     "report": ["pipeline.cli", "pipeline.report"],
 }
 # Issue 7: these commands never need torch, so they must not pay its ~1.5 s import.
-TORCH_FREE = ("generate", "train (baseline)", "evaluate (baseline)", "report")
+TORCH_FREE = ("generate", "train (baseline)", "evaluate (learned)", "evaluate (baseline)", "report")
 # ... and only commands that draw figures may load matplotlib (generate draws a preview, evaluate the rollout).
 PLOTTING = ("generate", "evaluate (learned)", "evaluate (baseline)")
 

@@ -36,6 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
 SECTIONS = ("notebooks", "kernels", "rollout", "pipeline", "sweeps")
 CELLS = ("elman", "concat")  # our hand-written cells, each timed against kernels.TORCH_RNN
+# "Same numbers" for the rollout: the evaluate stage runs the numpy forward (pipeline/inference.py) and the
+# window-at-a-time loop the torch model, so float32 round-off differs per step and is fed back; over the sine's
+# 1000 steps it reaches about 1e-5 (the sine's amplitude is 1), while a wrong model is off by 1e-1 or more.
+ROLLOUT_TOLERANCE = 1e-4
 
 # Quick mode: the pipeline's real datasets and models, few of them, few epochs.
 QUICK_REPRO = {"datasets": ["sine", "ramp"], "models": ["persistence", "gru"], "epochs": 3}
@@ -191,7 +195,7 @@ def targets(measured: Mapping[str, Mapping]) -> list[dict]:
         rows.append(row("rollout", "batched rollout speed-up over window-at-a-time", ro["speedup"], ">=", 20.0,
                         f"{ro['sequences']} x {ro['steps']} steps: {ro['window_seconds']:.3g} s vs "
                         f"{ro['batched_seconds']:.3g} s"))
-        rows.append(row("rollout", "batched rollout max |difference|", ro["max_abs_diff"], "<=", 1e-5))
+        rows.append(row("rollout", "batched rollout max |difference|", ro["max_abs_diff"], "<=", ROLLOUT_TOLERANCE))
         if "many" in ro:
             many = ro["many"]
             rows.append(row("rollout", f"batched rollout speed-up, {many['experiment']} ({many['variant']})",
@@ -199,7 +203,7 @@ def targets(measured: Mapping[str, Mapping]) -> list[dict]:
                             f"{many['sequences']} x {many['steps']} steps: {many['window_seconds']:.3g} s vs "
                             f"{many['batched_seconds']:.3g} s"))
             rows.append(row("rollout", f"batched rollout max |difference|, {many['experiment']}",
-                            many["max_abs_diff"], "<=", 1e-5))
+                            many["max_abs_diff"], "<=", ROLLOUT_TOLERANCE))
     if "pipeline" in measured:
         full, noop = measured["pipeline"]["full_repro"], measured["pipeline"]["noop_repro"]
         start = measured["pipeline"]["startup"]

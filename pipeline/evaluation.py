@@ -6,8 +6,8 @@ sequences it learned from. All held-out sequences roll out together as one batch
 All metrics are in the data's original units.
 
 Everything here works on numpy arrays through one interface, `predict_next(x)`: (B, T, F) -> (B, F_out). The
-baselines are numpy already; a learned model is wrapped in `models.NumpyPredictor`, which is the only reason this
-stage imports torch, and only for learned models.
+baselines are numpy, and so is the forward pass of every built-in learned model (inference.py): the stage starts
+without importing torch.
 """
 
 import math
@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline import baselines, checkpoints, datasets
+from pipeline import baselines, checkpoints, datasets, inference
 from pipeline.artifacts import Paths, write_csv, write_json
 from pipeline.params import EvalParams, Params
 
@@ -95,10 +95,14 @@ def rollout_rows(data: datasets.Dataset, pred: np.ndarray | None, n_sequences: i
 
 
 def load_predictor(params: Params, path: Path) -> Predictor:
-    """The model a checkpoint holds, behind the numpy interface; torch is imported for learned models only."""
+    """The model a checkpoint holds, behind the numpy interface. Baselines and every built-in learned kind run in
+    numpy on the CPU (inference.py), so this stage needs no torch; a kind without a numpy forward runs through
+    torch on the configured device."""
     checkpoint = checkpoints.load(path)
     if checkpoint.kind in baselines.BASELINES:
         return baselines.restore(checkpoint)
+    if checkpoint.kind in inference.FORWARDS:
+        return inference.restore(checkpoint)
     from pipeline import models
     from pipeline.runtime import configure, resolve_device
 

@@ -46,7 +46,7 @@ def synthetic() -> dict:
         "kernels": {"steps": 5, "repeats": 1, "ratios": {"elman": 1.5, "concat": 1.51},
                     "kinds": {kind: {"seconds_per_update": 0.001} for kind in ("elman", "concat", kernels.TORCH_RNN)}},
         "rollout": {"sequences": 1, "steps": 1000, "window_seconds": 2.0, "batched_seconds": 0.1, "speedup": 20.0,
-                    "max_abs_diff": 2e-5},
+                    "max_abs_diff": 2e-4},
         "pipeline": {"full_repro": {"seconds": 600.0, "stages": 97, "pairs": 42, "seconds_per_pair": 600 / 42,
                                     "before_first_stage": 1.0, "groups": pb.by_group({"train@a-b": 2.0})},
                      "noop_repro": {"seconds": 3.0, "runs": [3.0]},
@@ -77,7 +77,7 @@ def test_targets_pass_and_fail_on_both_sides_of_each_limit():
     assert failed == {
         "test MSE worse (gru), pipeline / notebook",  # 0.51 > 0.5
         "concat training step / nn.RNN",  # 1.51 > 1.5
-        "batched rollout max |difference|",  # 2e-5 > 1e-5
+        "batched rollout max |difference|",  # 2e-4 > 1e-4
         "start-up report / bare import torch",  # 1.25 > 1.2
         "report imports torch",
         "train (learned) imports matplotlib (draws nothing)",

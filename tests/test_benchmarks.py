@@ -68,11 +68,11 @@ def test_window_rollout_equals_batched_rollout(kind, dataset):
 def test_rollout_comparison_on_a_trained_model(quick_root):
     exp = next(e for e in QUICK if e.rollout)  # 002: the sine, 100 steps in quick mode
     notebooks.run_pipeline(exp, 0, quick_root)
-    model = models.restore(checkpoints.load(Paths(quick_root).checkpoint(exp.dataset, exp.variant)), torch.device("cpu"))
+    checkpoint = checkpoints.load(Paths(quick_root).checkpoint(exp.dataset, exp.variant))
     data = quick_data(quick_root, exp)
-    result = kernels.rollout_comparison(model, data, repeats=2)
+    result = kernels.rollout_comparison(checkpoint, data, repeats=2)
     assert (result["sequences"], result["steps"]) == (1, data.meta["rollout_steps"])
-    assert result["max_abs_diff"] <= 1e-6
+    assert result["max_abs_diff"] <= 1e-5  # numpy against torch forward, float32, 100 steps fed back
     assert result["window_seconds"] > 0 and result["batched_seconds"] > 0
     assert result["speedup"] == pytest.approx(result["window_seconds"] / result["batched_seconds"])
 

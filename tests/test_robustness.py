@@ -308,10 +308,9 @@ def test_absent_cuda_is_the_exact_line_and_touches_nothing(trained, device):
     raw["device"] = device
     write_params(trained, raw)
     before = snapshot(trained)
-    for command in (["train", "sine", "gru"], ["evaluate", "sine", "gru"]):
-        line = assert_one_line_error(invoke(*command))
-        assert line == (f"Error: params.yaml: device is '{device}' but CUDA is not available on this machine; "
-                        "set device: auto or device: cpu")
+    line = assert_one_line_error(invoke("train", "sine", "gru"))  # evaluation runs in numpy: no device to check
+    assert line == (f"Error: params.yaml: device is '{device}' but CUDA is not available on this machine; "
+                    "set device: auto or device: cpu")
     assert snapshot(trained) == before
 
 
