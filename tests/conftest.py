@@ -1,6 +1,7 @@
 """Shared fixtures: the real params.yaml shrunk to a tiny, CPU-only profile that runs in seconds."""
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ TINY_SIZES = {
     "memory_short": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
     "memory_long": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
 }
+
+
+def source_env() -> dict[str, str]:
+    """The environment for a Python subprocess run from a temporary project: it must import this checkout's
+    `pipeline`, not whatever copy the venv's editable install points at (another clone, when tests run there)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def real_params() -> dict:

@@ -11,6 +11,8 @@ from pipeline import baselines, checkpoints
 from pipeline.checkpoints import Shape
 from pipeline.errors import ArtifactError, ParamsError
 
+from conftest import source_env
+
 RNG = np.random.default_rng(0)
 
 
@@ -77,7 +79,7 @@ def test_unknown_baseline_lists_the_choices():
 
 def _modules_after(code: str, cwd=None) -> set[str]:
     out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
-                         capture_output=True, text=True, check=True, cwd=cwd).stdout
+                         capture_output=True, text=True, check=True, cwd=cwd, env=source_env()).stdout
     return set(out.split())
 
 

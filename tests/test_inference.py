@@ -12,7 +12,7 @@ import torch
 from pipeline import checkpoints, evaluation, inference, models, params
 from pipeline.errors import ArtifactError
 
-from conftest import tiny_params, write_params
+from conftest import source_env, tiny_params, write_params
 
 
 def checkpoint_of(model: models.SequenceModel, kind: str, shape: models.Shape) -> checkpoints.Checkpoint:
@@ -76,11 +76,12 @@ def test_a_kind_without_numpy_forward_is_evaluated_through_torch(tmp_path, monke
 def test_evaluating_a_learned_model_never_imports_torch(project):
     train = ("from pipeline import params, generate, training\n"
              "p = params.load('params.yaml'); generate.run(p, 'sine'); training.run(p, 'sine', 'gru')\n")
-    subprocess.run([sys.executable, "-c", train], cwd=project, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", train], cwd=project, check=True, capture_output=True, env=source_env())
     evaluate = ("import sys\nfrom pipeline import params, evaluation\n"
                 "evaluation.run(params.load('params.yaml'), 'sine', 'gru')\n"
                 "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", evaluate], cwd=project, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", evaluate], cwd=project, check=True, capture_output=True, text=True,
+                         env=source_env())
     assert out.stdout.split()[-1] == "False"
     assert (project / "metrics" / "eval" / "sine" / "gru.json").exists()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_params, write_params
+from conftest import source_env, tiny_params, write_params
 from pipeline import baselines, checkpoints, datasets, fitting, generate, models, params, runtime, training
 from pipeline.artifacts import Paths
 from pipeline.baselines import LinearAR
@@ -490,5 +490,6 @@ def test_a_train_stage_never_imports_torch_dynamo(project):
     code = ("import sys\nfrom pipeline import params, generate, training\n"
             "p = params.load('params.yaml'); generate.run(p, 'sine'); training.run(p, 'sine', 'gru')\n"
             "print('torch._dynamo' in sys.modules, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True,
+                         env=source_env())
     assert out.stdout.split()[-2:] == ["False", "True"]
