@@ -47,6 +47,19 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
+def _alternating(sides: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Each side's median wall time over `repeats` rounds in which every side runs once, and its last result:
+    a busy spell of a shared machine then lands on all sides alike."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in sides.items():
+            started = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}, results
+
+
 def _build(kind: str, hidden: int, seq_len: int) -> nn.Module:
     if kind == TORCH_RNN:
         return TorchRNN(hidden)
@@ -81,26 +94,64 @@ def throughput(kind: str, hidden: int = 16, batch: int = 64, seq_len: int = 15, 
             "sequence_steps_per_second": batch * seq_len * steps / seconds}
 
 
+class Seed002Forward(nn.Module):
+    """Seed 002's forward exactly as the notebook writes it, one Python step per time step (torch.cat of x_t and
+    the state, i2h, tanh, the step's output written into a zeros tensor), holding the weights of the pipeline's
+    one-layer concat variant, whose output reads the new state. It computes what the concat checkpoint computes,
+    so seed 002's extrapolation can be timed as written and still give the same numbers."""
+
+    def __init__(self, concat: models.SequenceModel) -> None:
+        super().__init__()
+        if len(concat.i2h) != 1:
+            raise ValueError("seed 002's forward has one layer")
+        self.i2h, self.h2o, self.hidden_size, self.tanh = concat.i2h[0], concat.h2o, concat.hidden, nn.Tanh()
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size, seq_length, _ = x.size()
+        outputs = torch.zeros(batch_size, seq_length, self.h2o.out_features)
+        for t in range(seq_length):
+            combined = torch.cat((x[:, t, :], hidden), 1)
+            hidden = self.tanh(self.i2h(combined))
+            outputs[:, t, :] = self.h2o(hidden)
+        return outputs, hidden
+
+    def predict_next(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x, torch.zeros(len(x), self.hidden_size))[0][:, -1]
+
+
 def rollout_comparison(checkpoint: checkpoints.Checkpoint, data: datasets.Dataset, steps: int | None = None,
                        repeats: int = 3) -> dict:
-    """Extrapolate data's rollout task (default: its full length) with a trained checkpoint, twice: seed 002's
-    way (`window_rollout` on the torch model: one sequence and one window at a time, a Python list, the state
-    rebuilt every step) and the evaluate stage's way (`evaluation.rollout` of the numpy forward that
-    `evaluation.load_predictor` gives, every sequence at once), both on scaled data as the model was trained.
+    """Extrapolate data's rollout task (default: its full length) with a trained checkpoint: seed 002's way
+    (`window_rollout`: one sequence and one window at a time, a Python list, the state rebuilt every step) and
+    the evaluate stage's way (`evaluation.rollout` of the numpy forward that `evaluation.load_predictor` gives:
+    every sequence, and every window in flight, advanced at once), both on scaled data as the model was trained.
 
-    Returns sequences, steps, window_seconds and batched_seconds (medians), speedup (window / batched) and
-    max_abs_diff between the two predictions in original units (float32 round-off, carried along the rollout)."""
+    The window loop runs twice where it can: over the model's own torch forward (`fused`: elman and concat run
+    in torch's fused tanh-RNN kernel, which seed 002 does not have) and, for a one-layer concat checkpoint, over
+    seed 002's per-time-step forward as the notebook writes it (`as_written`, Seed002Forward). The sides take
+    turns within each of the `repeats` rounds, and each figure is its median.
+
+    Returns sequences, steps, batched_seconds, and per window loop (`fused`, `as_written` where it ran):
+    window_seconds, speedup (window / batched) and max_abs_diff between its prediction and the batched one in
+    original units (float32 round-off, carried along the rollout)."""
     configure(THREADS)
     steps = data.meta["rollout_steps"] if steps is None else steps
     context = data.scaled(data.rollout_context)
     model = models.restore(checkpoint, torch.device("cpu")).eval()
-    window_seconds, by_window = _timed(lambda: window_rollout(model.predict_next, context, steps), repeats)
+    loops = {"fused": model}
+    if checkpoint.kind == "concat" and checkpoint.shape.layers == 1:
+        loops["as_written"] = Seed002Forward(model).eval()
     predictor = inference.restore(checkpoint)
-    batched_seconds, batched = _timed(lambda: evaluation.rollout(predictor, context, steps), repeats)
-    diff = np.abs(data.unscaled(by_window) - data.unscaled(batched))
-    return {"sequences": len(context), "steps": steps, "window_seconds": window_seconds,
-            "batched_seconds": batched_seconds, "speedup": window_seconds / batched_seconds,
-            "max_abs_diff": float(diff.max())}
+    sides = {"batched": lambda: evaluation.rollout(predictor, context, steps),
+             **{name: (lambda f=forward: window_rollout(f.predict_next, context, steps))
+                for name, forward in loops.items()}}
+    seconds, out = _alternating(sides, repeats)
+    result = {"sequences": len(context), "steps": steps, "batched_seconds": seconds["batched"]}
+    for name in loops:
+        diff = np.abs(data.unscaled(out[name]) - data.unscaled(out["batched"]))
+        result[name] = {"window_seconds": seconds[name], "speedup": seconds[name] / seconds["batched"],
+                        "max_abs_diff": float(diff.max())}
+    return result
 
 
 def rollout_benchmark(root: Path, quick: bool, repeats: int = 3, seed: int = 0) -> dict:
@@ -108,9 +159,9 @@ def rollout_benchmark(root: Path, quick: bool, repeats: int = 3, seed: int = 0) 
     100 steps in quick mode) in the project folder root, which `notebooks.generate_datasets` filled, then time
     both rollouts of the trained checkpoint with `rollout_comparison`.
 
-    The sine has one held-out continuation, so there is nothing to batch and both sides pay the same per-step
-    cost of the model; `many` repeats the comparison on seed 000's sincos task, whose 50 held-out sequences
-    (10 in quick mode) the batched rollout advances together, one step for all of them at a time."""
+    The sine has one held-out continuation, so the batched rollout can only advance the 15 windows in flight
+    together (one cell step per predicted value instead of 15); `many` repeats the comparison on seed 000's
+    sincos task, whose 50 held-out sequences (10 in quick mode) also advance together."""
     result = {}
     for key, exp in (("sine", next(e for e in notebooks.notebook_experiments(quick) if e.rollout)),
                      ("many", next(e for e in notebooks.notebook_experiments(quick) if e.dataset == "sincos"))):

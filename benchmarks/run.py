@@ -40,6 +40,10 @@ CELLS = ("elman", "concat")  # our hand-written cells, each timed against kernel
 # window-at-a-time loop the torch model, so float32 round-off differs per step and is fed back; over the sine's
 # 1000 steps it reaches about 1e-5 (the sine's amplitude is 1), while a wrong model is off by 1e-1 or more.
 ROLLOUT_TOLERANCE = 1e-4
+# The window-at-a-time loops of the rollout table: seed 002's loop over its per-time-step forward as the notebook
+# writes it (the target), and the same loop over the model's torch forward (elman and concat: torch's fused
+# tanh-RNN kernel, which seed 002 does not have), shown beside it because it is the stricter comparison.
+LOOPS = {"as_written": "seed 002's forward", "fused": "torch fused kernel"}
 
 # Quick mode: the pipeline's real datasets and models, few of them, few epochs.
 QUICK_REPRO = {"datasets": ["sine", "ramp"], "models": ["persistence", "gru"], "epochs": 3}
@@ -192,18 +196,20 @@ def targets(measured: Mapping[str, Mapping]) -> list[dict]:
                             f"{kinds[kernels.TORCH_RNN]['seconds_per_update'] * 1e3:.3g} ms"))
     if "rollout" in measured:
         ro = measured["rollout"]
-        rows.append(row("rollout", "batched rollout speed-up over window-at-a-time", ro["speedup"], ">=", 20.0,
-                        f"{ro['sequences']} x {ro['steps']} steps: {ro['window_seconds']:.3g} s vs "
+        rows.append(row("rollout", "batched rollout speed-up over seed 002's window-at-a-time loop",
+                        ro["as_written"]["speedup"], ">=", 20.0,
+                        f"{ro['sequences']} x {ro['steps']} steps: {ro['as_written']['window_seconds']:.3g} s vs "
                         f"{ro['batched_seconds']:.3g} s"))
-        rows.append(row("rollout", "batched rollout max |difference|", ro["max_abs_diff"], "<=", ROLLOUT_TOLERANCE))
+        rows.append(row("rollout", "batched rollout max |difference|", ro["as_written"]["max_abs_diff"], "<=",
+                        ROLLOUT_TOLERANCE))
         if "many" in ro:
             many = ro["many"]
             rows.append(row("rollout", f"batched rollout speed-up, {many['experiment']} ({many['variant']})",
-                            many["speedup"], ">=", 20.0,
-                            f"{many['sequences']} x {many['steps']} steps: {many['window_seconds']:.3g} s vs "
-                            f"{many['batched_seconds']:.3g} s"))
+                            many["fused"]["speedup"], ">=", 20.0,
+                            f"{many['sequences']} x {many['steps']} steps: {many['fused']['window_seconds']:.3g} s "
+                            f"vs {many['batched_seconds']:.3g} s"))
             rows.append(row("rollout", f"batched rollout max |difference|, {many['experiment']}",
-                            many["max_abs_diff"], "<=", ROLLOUT_TOLERANCE))
+                            many["fused"]["max_abs_diff"], "<=", ROLLOUT_TOLERANCE))
     if "pipeline" in measured:
         full, noop = measured["pipeline"]["full_repro"], measured["pipeline"]["noop_repro"]
         start = measured["pipeline"]["startup"]
@@ -299,6 +305,17 @@ def format_report(results: Mapping) -> str:
                      ", ".join(map(str, measured["notebooks"]["seeds"])) + ")\n" +
                      aligned(["experiment", "variant", "notebook s", "pipeline s", "notebook MSE", "pipeline MSE"],
                              lines))
+    if "rollout" in measured:
+        lines = []
+        for task in (measured["rollout"], measured["rollout"].get("many")):
+            for loop, label in LOOPS.items():
+                if task and loop in task:
+                    lines.append([f"{task['experiment']} ({task['variant']})", f"{task['sequences']} x {task['steps']}",
+                                  label, _value(task[loop]["window_seconds"]), _value(task["batched_seconds"]),
+                                  _value(task[loop]["speedup"]), _value(task[loop]["max_abs_diff"])])
+        parts.append("Rollout: window at a time against the evaluate stage's batched rollout\n" +
+                     aligned(["task", "sequences x steps", "window loop over", "window s", "batched s", "speed-up",
+                              "max |diff|"], lines))
     if "pipeline" in measured:
         full = measured["pipeline"]["full_repro"]
         lines = [[group, str(g["stages"]), _value(g["seconds"]),

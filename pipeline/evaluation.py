@@ -2,7 +2,8 @@
 
 The rollout feeds the model its own predictions: at every step it predicts from the last `window` values, the
 way it was trained (each window from a fresh initial state), so a model is never asked to run longer than the
-sequences it learned from. All held-out sequences roll out together as one batch.
+sequences it learned from. All held-out sequences roll out together as one batch, and a learned model advances
+all the windows in flight at once (inference.NumpyRecurrent.rollout).
 All metrics are in the data's original units.
 
 Everything here works on numpy arrays through one interface, `predict_next(x)`: (B, T, F) -> (B, F_out). The
@@ -44,7 +45,16 @@ def valid_horizon(errors: np.ndarray, threshold: float) -> int:
 
 
 def rollout(model: Predictor, context: np.ndarray, steps: int) -> np.ndarray:
-    """Free-running prediction: (M, T, F) context windows -> (M, steps, F) predictions, fed back each step."""
+    """Free-running prediction: (M, T, F) context windows -> (M, steps, F) predictions, fed back each step.
+    A model that rolls itself out faster (inference.NumpyRecurrent, with the same numbers) does so; any other
+    predicts one window at a time."""
+    if hasattr(model, "rollout"):
+        return model.rollout(context, steps)
+    return window_rollout(model, context, steps)
+
+
+def window_rollout(model: Predictor, context: np.ndarray, steps: int) -> np.ndarray:
+    """The definition of a rollout: predict from the last T values, append the prediction, slide, repeat."""
     window, outputs = context, []
     for _ in range(steps):
         nxt = model.predict_next(window)  # (M, F)

@@ -45,8 +45,10 @@ def synthetic() -> dict:
                       "notebook_seconds": 6.0, "pipeline_seconds": 1.0, "training_ratio": 1 / 6},
         "kernels": {"steps": 5, "repeats": 1, "ratios": {"elman": 1.5, "concat": 1.51},
                     "kinds": {kind: {"seconds_per_update": 0.001} for kind in ("elman", "concat", kernels.TORCH_RNN)}},
-        "rollout": {"sequences": 1, "steps": 1000, "window_seconds": 2.0, "batched_seconds": 0.1, "speedup": 20.0,
-                    "max_abs_diff": 2e-4},
+        "rollout": {"experiment": "002 sine", "variant": "concat", "sequences": 1, "steps": 1000,
+                    "batched_seconds": 0.1,
+                    "as_written": {"window_seconds": 2.0, "speedup": 20.0, "max_abs_diff": 2e-4},
+                    "fused": {"window_seconds": 1.5, "speedup": 15.0, "max_abs_diff": 2e-4}},
         "pipeline": {"full_repro": {"seconds": 600.0, "stages": 97, "pairs": 42, "seconds_per_pair": 600 / 42,
                                     "before_first_stage": 1.0, "groups": pb.by_group({"train@a-b": 2.0})},
                      "noop_repro": {"seconds": 3.0, "runs": [3.0]},
@@ -66,7 +68,7 @@ def test_targets_pass_and_fail_on_both_sides_of_each_limit():
         "training time, pipeline / notebook loops (summed)",
         "test MSE good (gru), pipeline / notebook",
         "elman training step / nn.RNN",
-        "batched rollout speed-up over window-at-a-time",
+        "batched rollout speed-up over seed 002's window-at-a-time loop",
         "no-op dvc repro, seconds",
         "start-up train (learned) / bare import torch",
         *(f"start-up {name} / bare import torch" for name in pb.STARTUP_IMPORTS if name not in
@@ -109,7 +111,11 @@ def test_results_json_and_table():
     assert all(set(r) == {"section", "target", "measured", "op", "limit", "passed", "detail"}
                for r in results["targets"])
 
-    table = bench.format_report(results).split("Targets:")[1].splitlines()
+    report = bench.format_report(results)
+    rollout = report.split("Rollout:")[1].split("\n\n")[0].splitlines()[3:]  # one line per window loop
+    assert [line.split("  ")[0] for line in rollout] == ["002 sine (concat)"] * 2
+    assert "seed 002's forward" in rollout[0] and "torch fused kernel" in rollout[1] and "15" in rollout[1]
+    table = report.split("Targets:")[1].splitlines()
     header, body = table[1], table[3:]
     assert len(body) == len(results["targets"])
     column = header.index("result")
@@ -123,15 +129,16 @@ def test_main_writes_results_with_the_rollout_from_kernels(tmp_path, monkeypatch
     def rollout_benchmark(root: Path, quick: bool, repeats: int) -> dict:
         calls.append((quick, repeats))
         assert (root / "data" / "datasets" / "sine.npz").is_file()  # the datasets are generated first
-        return {"sequences": 1, "steps": 100, "window_seconds": 0.5, "batched_seconds": 0.01, "speedup": 50.0,
-                "max_abs_diff": 0.0}
+        return {"experiment": "002 sine", "variant": "concat", "sequences": 1, "steps": 100,
+                "batched_seconds": 0.01, "as_written": {"window_seconds": 0.5, "speedup": 50.0, "max_abs_diff": 0.0},
+                "fused": {"window_seconds": 0.2, "speedup": 20.0, "max_abs_diff": 0.0}}
 
     monkeypatch.setattr(kernels, "rollout_benchmark", rollout_benchmark)
     output = tmp_path / "results.json"
     bench.main(["--quick", "--only", "rollout", "--output", str(output)])
     assert calls == [(True, 2)]
     results = json.loads(output.read_text())
-    assert results["quick"] is True and results["measurements"]["rollout"]["speedup"] == 50.0
+    assert results["quick"] is True and results["measurements"]["rollout"]["as_written"]["speedup"] == 50.0
     assert [r["passed"] for r in results["targets"]] == [True, True]
 
 

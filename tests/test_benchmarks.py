@@ -72,9 +72,26 @@ def test_rollout_comparison_on_a_trained_model(quick_root):
     data = quick_data(quick_root, exp)
     result = kernels.rollout_comparison(checkpoint, data, repeats=2)
     assert (result["sequences"], result["steps"]) == (1, data.meta["rollout_steps"])
-    assert result["max_abs_diff"] <= 1e-5  # numpy against torch forward, float32, 100 steps fed back
-    assert result["window_seconds"] > 0 and result["batched_seconds"] > 0
-    assert result["speedup"] == pytest.approx(result["window_seconds"] / result["batched_seconds"])
+    assert set(result) == {"sequences", "steps", "batched_seconds", "fused", "as_written"}  # concat: both loops
+    for loop in ("fused", "as_written"):
+        assert result[loop]["max_abs_diff"] <= 1e-5  # numpy against torch forward, float32, 100 steps fed back
+        assert result[loop]["window_seconds"] > 0 and result["batched_seconds"] > 0
+        assert result[loop]["speedup"] == pytest.approx(result[loop]["window_seconds"] / result["batched_seconds"])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_seed_002_forward_as_written_computes_the_concat_variant(layers):
+    shape = models.Shape(input_size=1, output_size=1, window=9, hidden=5, layers=layers)
+    torch.manual_seed(0)
+    concat = models.build("concat", shape).eval()
+    if layers > 1:
+        with pytest.raises(ValueError, match="one layer"):
+            kernels.Seed002Forward(concat)
+        return
+    x = torch.randn(4, 9, 1)
+    with torch.no_grad():
+        np.testing.assert_allclose(kernels.Seed002Forward(concat).predict_next(x), concat.predict_next(x),
+                                   rtol=0, atol=1e-6)
 
 
 # --- notebook loops and their pipeline counterparts ----------------------------------------------------------

@@ -42,6 +42,36 @@ def test_numpy_forward_equals_the_torch_module(kind, features, outputs, layers):
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("features, batch", [(1, 1), (2, 3)])
+@pytest.mark.parametrize("kind", models.MODELS.names())
+def test_rollout_predicts_what_one_window_at_a_time_predicts(kind, features, batch, layers):
+    shape = models.Shape(input_size=features, output_size=features, window=7, hidden=6, layers=layers)
+    torch.manual_seed(0)
+    model = models.build(kind, shape)
+    with torch.no_grad():  # larger than the initial weights, so that the rollout does not settle at once
+        for p in model.parameters():
+            p.mul_(2.0)
+    forward = inference.restore(checkpoint_of(model, kind, shape))
+    context = np.random.default_rng(2).normal(size=(batch, 7, features)).astype(np.float32)
+    by_window = evaluation.window_rollout(forward, context, 40)  # the definition: predict_next, slide, repeat
+    together = forward.rollout(context, 40)
+    assert together.shape == by_window.shape == (batch, 40, features) and together.dtype == np.float32
+    assert np.ptp(by_window[:, :10], axis=1).min() > 1e-2  # the predictions move: the check has teeth
+    np.testing.assert_allclose(together, by_window, rtol=0, atol=1e-6)  # one layer: equal to the bit, here
+
+
+def test_rollout_of_zero_steps_and_the_evaluate_stage_uses_it(monkeypatch):
+    shape = models.Shape(input_size=1, output_size=1, window=5, hidden=4, layers=1)
+    forward = inference.restore(checkpoint_of(models.build("gru", shape), "gru", shape))
+    context = np.zeros((2, 5, 1), np.float32)
+    assert forward.rollout(context, 0).shape == (2, 0, 1)
+    calls = []
+    monkeypatch.setattr(forward, "rollout", lambda ctx, steps: calls.append(steps) or np.zeros((2, steps, 1)))
+    evaluation.rollout(forward, context, 3)
+    assert calls == [3]
+
+
 @pytest.mark.parametrize("damage", ["missing", "extra", "shape"])
 def test_a_checkpoint_that_does_not_fit_is_an_artifact_error(damage):
     shape = models.Shape(1, 1, 5, 4, 1)
