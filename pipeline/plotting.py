@@ -21,6 +21,15 @@ FEATURE_STYLES = [{"context": "-", "truth": "--", "prediction": "-"},
                   {"context": ":", "truth": (0, (1, 1)), "prediction": "-."}]
 
 
+# Fixed margins (fractions of the figure) instead of matplotlib's tight layout, which measures every label's
+# extent before drawing: 0.1-0.2 s per figure, and a full run draws 54 figures in 54 processes. Each figure has
+# a fixed size and the same kinds of labels, so one set of margins per figure fits them all.
+PREVIEW_MARGINS = {"left": 0.07, "right": 0.98, "bottom": 0.08, "top": 0.9, "wspace": 0.2, "hspace": 0.38}
+PAIR_MARGINS = {"left": 0.045, "right": 0.99, "bottom": 0.12, "top": 0.86, "wspace": 0.22}
+COMPARE_MARGINS = {"left": 0.07, "right": 0.99, "bottom": 0.11, "top": 0.93}
+BARS_MARGINS = {**COMPARE_MARGINS, "left": 0.11}  # room for the model names ("persistence") on the y axis
+
+
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})  # no version stamp: stable bytes
@@ -79,7 +88,7 @@ def dataset_preview(path: Path, data: Dataset) -> None:
     sizes = data.meta["sizes"]
     fig.suptitle(f"dataset '{name}' ({data.meta['kind']}): {sizes['train']} train / {sizes['val']} val / "
                  f"{sizes['test']} test windows of {data.meta['window']} steps")
-    fig.tight_layout()
+    fig.subplots_adjust(**PREVIEW_MARGINS)
     _save(fig, path)
 
 
@@ -123,7 +132,7 @@ def pair_figure(path: Path, data: Dataset, model: str, curve_path: Path, result:
         ax_err.hist(pred - truth, bins=40, color=PREDICTION)
         ax_err.set(title="test errors", xlabel="prediction - truth (original units)", ylabel="count")
     fig.suptitle(f"{data.meta['name']} / {model}: test RMSE {result['metrics']['test']['rmse']}")
-    fig.tight_layout()
+    fig.subplots_adjust(**PAIR_MARGINS)
     _save(fig, path)
 
 
@@ -146,5 +155,5 @@ def compare_figure(path: Path, data: Dataset, predictions: dict[str, np.ndarray]
         ax.invert_yaxis()
         ax.set(title=f"{data.meta['name']}: test RMSE per model (lower is better)",
                xlabel="test RMSE (original units)")
-    fig.tight_layout()
+    fig.subplots_adjust(**(COMPARE_MARGINS if predictions else BARS_MARGINS))
     _save(fig, path)
