@@ -40,8 +40,9 @@ STARTUP_IMPORTS = {
 }
 # Issue 7: these commands never need torch, so they must not pay its ~1.5 s import.
 TORCH_FREE = ("generate", "train (baseline)", "evaluate (learned)", "evaluate (baseline)", "report")
-# ... and only commands that draw figures may load matplotlib (generate draws a preview, evaluate the rollout).
-PLOTTING = ("generate", "evaluate (learned)", "evaluate (baseline)")
+# ... and only commands that draw figures may load matplotlib: generate draws a preview, compare every figure of a
+# dataset (evaluate writes the predictions it draws from).
+PLOTTING = ("generate",)
 
 STAGE_GROUPS = ("generate", "train", "evaluate", "compare", "report")
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")

@@ -55,6 +55,9 @@ class Paths:
     def horizon_curve(self, ds: str, model: str) -> Path:
         return self.root / "plots" / "horizon" / ds / f"{model}.csv"
 
+    def predictions(self, ds: str, model: str) -> Path:
+        return self.root / "data" / "predictions" / ds / f"{model}.npz"
+
     def pair_figure(self, ds: str, model: str) -> Path:
         return self.root / "plots" / "images" / ds / f"{model}.png"
 
@@ -124,3 +127,21 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError):
         raise ArtifactError(f"{path} is corrupt (not JSON); delete it and run `dvc repro`") from None
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Named arrays as one .npz, in name order (the same arrays give the same bytes)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:  # a file handle stops numpy from appending ".npz" to the temp name
+            np.savez(handle, **dict(sorted(arrays.items())))
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a `write_arrays` file, loaded without pickle."""
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist; run `dvc repro` to produce it")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except Exception as exc:  # zip, zlib and numpy each raise their own types for a damaged file
+        raise ArtifactError(f"{path} is corrupt ({type(exc).__name__}); delete it and run `dvc repro`") from None

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeline import baselines, checkpoints, datasets, inference
-from pipeline.artifacts import Paths, write_csv, write_json
+from pipeline.artifacts import Paths, write_arrays, write_csv, write_json
 from pipeline.params import EvalParams, Params
 
 
@@ -121,10 +121,20 @@ def load_predictor(params: Params, path: Path) -> Predictor:
     return models.NumpyPredictor(models.restore(checkpoint, device))
 
 
-def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -> dict:
-    """The evaluate stage: dataset and checkpoint in; metrics JSON, rollout and horizon CSVs and a figure out."""
-    from pipeline import plotting  # matplotlib only where a figure is drawn
+def prediction_arrays(result: dict) -> dict[str, np.ndarray]:
+    """What the pair's figure is drawn from (the compare stage draws it): test predictions, and for a rollout
+    its predictions, RMSE per step ahead and the valid-horizon threshold."""
+    arrays = {"pred_test": result["pred_test"]}
+    if "pred_rollout" in result:
+        arrays.update(pred_rollout=result["pred_rollout"], horizon_errors=result["horizon_errors"],
+                      threshold=np.array(result["threshold"]))
+    return arrays
 
+
+def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -> dict:
+    """The evaluate stage: dataset and checkpoint in; metrics JSON, rollout and horizon CSVs and the predictions
+    out. It draws nothing: importing matplotlib would cost each of a run's 42 evaluate stages 0.3 s, so the
+    compare stage draws every pair's figure of a dataset in one process."""
     data = datasets.load(paths.dataset(dataset))
     model = load_predictor(params, paths.checkpoint(dataset, model_name))
     result = score(data, model, params.evaluate)
@@ -134,8 +144,7 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -
               rollout_rows(data, result.get("pred_rollout"), params.evaluate.plot_sequences))
     write_csv(paths.horizon_curve(dataset, model_name), ["step", "rmse"],
               [] if errors is None else [[i + 1, float(e)] for i, e in enumerate(errors)])
-    plotting.pair_figure(paths.pair_figure(dataset, model_name), data, model_name,
-                         paths.train_curve(dataset, model_name), result, params.evaluate.plot_sequences)
+    write_arrays(paths.predictions(dataset, model_name), prediction_arrays(result))
     m = result["metrics"]
     line = f"evaluate {dataset}/{model_name}: test rmse {m['test']['rmse']}"
     if "rollout" in m:

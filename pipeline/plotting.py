@@ -98,7 +98,7 @@ def _read_curve(path: Path) -> dict[str, np.ndarray]:
     return {key: np.array([float(r[key]) for r in rows]) for key in (rows[0] if rows else {})}
 
 
-def pair_figure(path: Path, data: Dataset, model: str, curve_path: Path, result: dict, n_sequences: int) -> None:
+def pair_figure(path: Path, data: Dataset, model: str, curve_path: Path, result: dict) -> None:
     """Loss curves, rollout against the truth (context shown) and error against horizon for one pair."""
     fig, (ax_loss, ax_roll, ax_err) = plt.subplots(1, 3, figsize=(16, 4.5))
     curve = _read_curve(curve_path) if curve_path.exists() else {}

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from pipeline import datasets
-from pipeline.artifacts import Paths, atomic_path, read_json, write_csv, write_json
+from pipeline.artifacts import Paths, atomic_path, read_arrays, read_json, write_csv, write_json
 from pipeline.errors import ArtifactError
 from pipeline.params import Params
 
@@ -115,9 +115,20 @@ def _truth_rows(data: datasets.Dataset) -> list[list]:
     return rows
 
 
+def pair_result(paths: Paths, ds: str, model: str) -> dict:
+    """One pair's evaluation as `evaluation.score` returned it, read back from the evaluate stage's files."""
+    arrays = read_arrays(paths.predictions(ds, model))
+    result = {"metrics": read_json(paths.eval_metrics(ds, model)), "pred_test": arrays["pred_test"]}
+    if "pred_rollout" in arrays:
+        result.update(pred_rollout=arrays["pred_rollout"], horizon_errors=arrays["horizon_errors"],
+                      threshold=float(arrays["threshold"]))
+    return result
+
+
 def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
     """The compare stage: one long-format CSV per kind of curve (a `model` column tells the lines apart, for
-    `dvc plots`) and one PNG overlaying every model's rollout against the truth."""
+    `dvc plots`), one PNG overlaying every model's rollout against the truth, and each pair's own figure (loss,
+    rollout, error against horizon), all drawn in this one process."""
     from pipeline import plotting
 
     data = datasets.load(paths.dataset(ds))
@@ -135,3 +146,5 @@ def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
     for what, rows in (("loss", loss), ("horizon", horizon), ("rollout", rollout)):
         write_csv(paths.compare_curve(what, ds), COMPARE_HEADERS[what], rows)
     plotting.compare_figure(paths.compare_figure(ds), data, predictions, test_rmse)
+    for m in params.models:
+        plotting.pair_figure(paths.pair_figure(ds, m), data, m, paths.train_curve(ds, m), pair_result(paths, ds, m))

@@ -13,12 +13,11 @@ import pipeline.generate
 import pipeline.params
 import pipeline.training
 from pipeline import evaluation, models
-from pipeline.artifacts import Paths
+from pipeline.artifacts import Paths, read_arrays
 from pipeline.baselines import LinearAR, Persistence
 
 from conftest import tiny_params, write_params
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # The tiny sine continues for round((25 - 20) / 0.1) = 50 steps, so horizon 100 is longer than the rollout.
 SINE_STEPS = 50
@@ -253,8 +252,14 @@ def test_run_writes_every_output_for_sine(project):
             assert metrics["rollout"]["rmse"] == pytest.approx(hand["rollout"]["rmse"], rel=1e-5)
             assert metrics["rollout"]["valid_horizon"] == hand["rollout"]["valid_horizon"]
 
-        figure = paths.pair_figure("sine", model).read_bytes()
-        assert len(figure) > 1000 and figure.startswith(PNG_MAGIC)
+        arrays = read_arrays(paths.predictions("sine", model))  # what compare draws the pair's figure from
+        assert set(arrays) == {"pred_test", "pred_rollout", "horizon_errors", "threshold"}
+        assert arrays["pred_test"].shape == data.y_test.shape
+        np.testing.assert_allclose(arrays["pred_rollout"][0, :, 0], predictions, rtol=1e-6, atol=1e-7)
+        _, horizon = read_csv(paths.horizon_curve("sine", model))
+        np.testing.assert_allclose(arrays["horizon_errors"], [float(r["rmse"]) for r in horizon], rtol=1e-6)
+        assert arrays["threshold"].shape == () and arrays["threshold"] > 0
+        assert not paths.pair_figure("sine", model).exists()  # evaluate draws nothing
 
 
 def test_run_writes_every_output_for_memory(project):
@@ -276,5 +281,5 @@ def test_run_writes_every_output_for_memory(project):
                          (paths.rollout_curve("memory_short", "persistence"),
                           "sequence,feature,step,truth,prediction")):
         assert path.read_text().splitlines() == [header]  # a header and nothing else
-    figure = paths.pair_figure("memory_short", "persistence").read_bytes()
-    assert len(figure) > 1000 and figure.startswith(PNG_MAGIC)
+    arrays = read_arrays(paths.predictions("memory_short", "persistence"))
+    assert set(arrays) == {"pred_test"} and arrays["pred_test"].shape == data.y_test.shape

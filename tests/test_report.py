@@ -184,6 +184,10 @@ def test_compare_on_a_real_tiny_run(project):
             assert [r["train_loss"] for r in rows if r["model"] == m] == [r["train_loss"] for r in own]
         figure = paths.compare_figure(ds).read_bytes()
         assert len(figure) > 1000 and figure.startswith(PNG_MAGIC)
+        for m in models:  # each pair's own figure is drawn here too, from the evaluate stage's files
+            figure = paths.pair_figure(ds, m).read_bytes()
+            assert len(figure) > 1000 and figure.startswith(PNG_MAGIC)
+        assert not paths.pair_figure(ds, "old").exists()
 
     data = datasets.load(paths.dataset("sine"))
     window, steps = data.meta["window"], data.rollout_target.shape[1]
