@@ -25,7 +25,7 @@ FEATURE_STYLES = [{"context": "-", "truth": "--", "prediction": "-"},
 # extent before drawing: 0.1-0.2 s per figure, and a full run draws 54 figures in 54 processes. Each figure has
 # a fixed size and the same kinds of labels, so one set of margins per figure fits them all.
 PREVIEW_MARGINS = {"left": 0.07, "right": 0.98, "bottom": 0.08, "top": 0.9, "wspace": 0.2, "hspace": 0.38}
-PAIR_MARGINS = {"left": 0.045, "right": 0.99, "bottom": 0.12, "top": 0.86, "wspace": 0.22}
+PAIR_MARGINS = {"left": 0.065, "right": 0.99, "bottom": 0.12, "top": 0.86, "wspace": 0.3}
 COMPARE_MARGINS = {"left": 0.07, "right": 0.99, "bottom": 0.11, "top": 0.93}
 BARS_MARGINS = {**COMPARE_MARGINS, "left": 0.11}  # room for the model names ("persistence") on the y axis
 
@@ -106,7 +106,9 @@ def pair_figure(path: Path, data: Dataset, model: str, curve_path: Path, result:
         marker = "o" if len(curve["epoch"]) == 1 else None
         ax_loss.plot(curve["epoch"], curve["train_loss"], marker=marker, color="tab:blue", label="train")
         ax_loss.plot(curve["epoch"], curve["val_loss"], marker=marker, color="tab:orange", label="validation")
-        ax_loss.set_yscale("log")
+        losses = np.concatenate([curve["train_loss"], curve["val_loss"]])
+        if losses.min() > 0 and losses.max() > 10 * losses.min():  # log only where it spans a decade: within
+            ax_loss.set_yscale("log")  # one, matplotlib labels minor ticks as long as "1.66x10^-1", off the margin
         ax_loss.legend()
     ax_loss.set(title="loss per epoch", xlabel="epoch", ylabel="MSE (scaled units)")
     if "pred_rollout" in result:
