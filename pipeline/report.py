@@ -132,12 +132,13 @@ def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
     from pipeline import plotting
 
     data = datasets.load(paths.dataset(ds))
+    results = {m: pair_result(paths, ds, m) for m in params.models}  # every input read before anything is written
     loss, horizon, rollout = [], [], []
     predictions, test_rmse = {}, {}
     for m in params.models:
         loss += [[r["epoch"], m, r["train_loss"], r["val_loss"]] for r in _read_rows(paths.train_curve(ds, m))]
         horizon += [[r["step"], m, r["rmse"]] for r in _read_rows(paths.horizon_curve(ds, m))]
-        test_rmse[m] = read_json(paths.eval_metrics(ds, m))["test"]["rmse"]
+        test_rmse[m] = results[m]["metrics"]["test"]["rmse"]
         if data.has_rollout:
             predictions[m], rows = _first_sequence(paths.rollout_curve(ds, m), data, m)
             rollout += rows
@@ -147,4 +148,4 @@ def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
         write_csv(paths.compare_curve(what, ds), COMPARE_HEADERS[what], rows)
     plotting.compare_figure(paths.compare_figure(ds), data, predictions, test_rmse)
     for m in params.models:
-        plotting.pair_figure(paths.pair_figure(ds, m), data, m, paths.train_curve(ds, m), pair_result(paths, ds, m))
+        plotting.pair_figure(paths.pair_figure(ds, m), data, m, paths.train_curve(ds, m), results[m])

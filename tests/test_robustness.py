@@ -178,6 +178,25 @@ def test_corrupt_artifact_names_the_file_and_says_rerun(trained, artifact, comma
     assert snapshot(trained) == before
 
 
+@pytest.mark.parametrize("damage", [truncate, garbage, empty, Path.unlink], ids=lambda f: f.__name__)
+def test_compare_checks_every_pair_before_it_draws_anything(trained, damage):
+    raw = tiny_params()
+    raw["models"] = {"persistence": {}, "gru": {}}
+    write_params(trained, raw)
+    for command in (["train", "sine", "persistence"], ["evaluate", "sine", "persistence"],
+                    ["evaluate", "sine", "gru"]):
+        assert invoke(*command).exit_code == 0
+    artifact = "data/predictions/sine/gru.npz"  # the last pair: a compare that drew as it read would have begun
+    damage(trained / artifact)
+    before = snapshot(trained)
+    line = assert_one_line_error(invoke("compare", "sine"))
+    if damage is Path.unlink:
+        assert line == f"Error: {artifact} does not exist; run `dvc repro` to produce it"
+    else:
+        assert line.startswith(f"Error: {artifact} is corrupt") and line.endswith("delete it and run `dvc repro`")
+    assert snapshot(trained) == before
+
+
 class Payload:
     """Unpickling this would run code: a loader that uses pickle would create the marker file."""
 
