@@ -130,10 +130,10 @@ def read_json(path: Path) -> Any:
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Named arrays as one .npz, in name order (the same arrays give the same bytes)."""
+    """Named arrays as one .npz, in the order given: the same arrays in the same order give the same bytes."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file handle stops numpy from appending ".npz" to the temp name
-            np.savez(handle, **dict(sorted(arrays.items())))
+            np.savez(handle, **arrays)
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:

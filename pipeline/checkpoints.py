@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import atomic_path
+from pipeline.artifacts import write_arrays
 from pipeline.errors import ArtifactError
 
 META = "__checkpoint__"  # the array holding the JSON header; no weight name starts with underscores
@@ -38,9 +38,7 @@ class Checkpoint:
 
 def save(path: Path, kind: str, shape: Shape, arrays: dict[str, np.ndarray]) -> None:
     header = json.dumps({"kind": kind, "shape": dataclasses.asdict(shape)}, sort_keys=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:  # a file handle stops numpy from appending ".npz" to the temp name
-            np.savez(handle, **{META: np.array(header)}, **dict(sorted(arrays.items())))
+    write_arrays(path, {META: np.array(header), **dict(sorted(arrays.items()))})
 
 
 def load(path: Path) -> Checkpoint:
