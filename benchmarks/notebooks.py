@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline import checkpoints, datasets, evaluation, fitting, generate, models
+from pipeline.replicas import ReplicaStack
 from pipeline.artifacts import Paths
 from pipeline.params import Params, parse
 from pipeline.runtime import configure, resolve_device
@@ -51,10 +52,11 @@ QUICK_SIZES = {  # the test suite's tiny profile, plus seed 004's series
 def benchmark_params(quick: bool) -> Params:
     """The project's params.yaml plus seed 004's dataset, on the CPU with one thread; quick: tiny data, 2 epochs.
 
-    The seed stays params.yaml's, so the datasets are the ones `dvc repro` generates; runs change only the
-    training seed."""
+    The data seed stays params.yaml's, so the datasets are the ones `dvc repro` generates; runs change only the
+    training seed. One replica: each notebook run is set against one training run."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["sine_004"] = dict(SINE_004)
+    raw["train"]["replicas"] = 1
     raw.update(device=DEVICE, threads=THREADS)
     if quick:
         for name, sizes in QUICK_SIZES.items():
@@ -364,17 +366,18 @@ def run_pipeline(exp: Experiment, seed: int, data_dir: Path) -> dict:
     spec = params.variant(exp.variant)
     device = resolve_device(params.device)
     warm_up()
-    configure(params.threads, params.seed)  # what training.run does, in its order, so the same weights come out
+    configure(params.threads)  # what training.run does, in its order, so the same weights come out
     shape = models.Shape(input_size=data.meta["n_features"], output_size=data.y_train.shape[-1],
                          window=data.meta["window"], hidden=spec.hidden, layers=spec.layers)
-    model = models.build(spec.kind, shape).to(device)
+    stack = ReplicaStack(spec.kind, shape, [params.seed]).to(device)  # replica 0's seed is the run's seed
     train, val = fitting.tensors(data, "train", device), fitting.tensors(data, "val", device)
     started = time.perf_counter()
-    history = fitting.fit(model, train, val, params.train, params.seed)
+    history, = fitting.fit(stack, train, val, params.train)
     seconds = time.perf_counter() - started
     checkpoint = paths.checkpoint(exp.dataset, exp.variant)
-    checkpoints.save(checkpoint, spec.kind, shape, models.state_arrays(model))
-    metrics = evaluation.score(data, evaluation.load_predictor(params, checkpoint), params.evaluate)["metrics"]
+    checkpoints.save(checkpoint, spec.kind, shape, [stack.state_arrays(0)])
+    predictor, = evaluation.load_predictors(params, checkpoint)[0]
+    metrics = evaluation.score(data, predictor, params.evaluate)["metrics"]
     return {"seconds": seconds, "mse": metrics["test"]["mse"],
             "rollout_mse": metrics["rollout"]["mse"] if exp.rollout else None,
-            "epochs": len(history.rows) + int(history.diverged), "parameters": _parameters(model)}
+            "epochs": len(history.rows) + int(history.diverged), "parameters": stack.parameters_per_replica()}

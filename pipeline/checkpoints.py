@@ -1,4 +1,5 @@
-"""Checkpoint files: a model's kind, its shape and its weights as named numpy arrays in one `.npz`.
+"""Checkpoint files: a model's kind, its shape and the weights of each of its replicas as named numpy arrays in
+one `.npz`.
 
 The format needs no torch to read, so the baselines' stages never import it, and no pickle at all
 (`allow_pickle=False`), so a checkpoint cannot run code. numpy writes every zip entry with the same fixed date,
@@ -32,13 +33,20 @@ class Shape:
 class Checkpoint:
     kind: str
     shape: Shape
-    arrays: dict[str, np.ndarray]
+    replicas: list[dict[str, np.ndarray]]  # one weight dict per replica, under the single model's names
     path: Path  # where it was read from, for error messages about its contents
 
 
-def save(path: Path, kind: str, shape: Shape, arrays: dict[str, np.ndarray]) -> None:
-    header = json.dumps({"kind": kind, "shape": dataclasses.asdict(shape)}, sort_keys=True)
-    write_arrays(path, {META: np.array(header), **dict(sorted(arrays.items()))})
+def _key(replica: int, name: str) -> str:
+    return f"r{replica}.{name}"
+
+
+def save(path: Path, kind: str, shape: Shape, replicas: list[dict[str, np.ndarray]]) -> None:
+    """Every replica's weights in one file, stored as `r<k>.<name>`."""
+    header = json.dumps({"kind": kind, "shape": dataclasses.asdict(shape), "replicas": len(replicas)},
+                        sort_keys=True)
+    arrays = {_key(r, name): a for r, weights in enumerate(replicas) for name, a in sorted(weights.items())}
+    write_arrays(path, {META: np.array(header), **arrays})
 
 
 def load(path: Path) -> Checkpoint:
@@ -48,8 +56,14 @@ def load(path: Path) -> Checkpoint:
     try:
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(str(archive[META]))
-            arrays = {name: archive[name] for name in archive.files if name != META}
-        return Checkpoint(str(header["kind"]), Shape(**header["shape"]), arrays, path)
+            replicas: list[dict[str, np.ndarray]] = [{} for _ in range(int(header["replicas"]))]
+            for key in archive.files:
+                if key != META:
+                    replica, name = key.split(".", 1)
+                    replicas[int(replica.removeprefix("r"))][name] = archive[key]
+        if not replicas:
+            raise ValueError("no replicas")
+        return Checkpoint(str(header["kind"]), Shape(**header["shape"]), replicas, path)
     except Exception as exc:  # zip, zlib, JSON and numpy each raise their own types for a damaged file
         raise corrupt(path, exc) from None
 

@@ -4,7 +4,8 @@ The rollout feeds the model its own predictions: at every step it predicts from 
 way it was trained (each window from a fresh initial state), so a model is never asked to run longer than the
 sequences it learned from. All held-out sequences roll out together as one batch, and a learned model advances
 all the windows in flight at once (inference.NumpyRecurrent.rollout).
-All metrics are in the data's original units.
+All metrics are in the data's original units. Every replica of a learned pair is scored; the metrics file holds
+their medians under the single-run names, the spread and each replica's values (`combine`).
 
 Everything here works on numpy arrays through one interface, `predict_next(x)`: (B, T, F) -> (B, F_out). The
 baselines are numpy, and so is the forward pass of every built-in learned model (inference.py): the stage starts
@@ -17,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline import baselines, checkpoints, datasets, inference
+from pipeline import baselines, checkpoints, datasets, inference, stats
 from pipeline.artifacts import Paths, write_arrays, write_csv, write_json
 from pipeline.params import EvalParams, Params
 
@@ -89,66 +90,140 @@ def score(data: datasets.Dataset, model: Predictor, cfg: EvalParams) -> dict:
     return result
 
 
-def rollout_rows(data: datasets.Dataset, pred: np.ndarray | None, n_sequences: int) -> list[list]:
-    """Long-format rows (sequence, feature, step, truth, prediction); context steps are <= 0, no prediction."""
+def _replica_row(metrics: dict) -> dict:
+    """One replica's headline numbers, flat, as the per_replica section holds them."""
+    row = {f"test_{k}": v for k, v in metrics["test"].items()}
+    if "rollout" in metrics:
+        row.update(rollout_mse=metrics["rollout"]["mse"], rollout_rmse=metrics["rollout"]["rmse"],
+                   valid_horizon=metrics["rollout"]["valid_horizon"])
+    return row
+
+
+def _finite(values: list) -> list[float]:
+    """A missing (non-finite) value counts as the worst one: +inf, for medians and orderings."""
+    return [math.inf if v is None else float(v) for v in values]
+
+
+def _median(values: list) -> float | None:
+    return _rounded(stats.median(_finite(values)))
+
+
+def median_replica(results: list[dict]) -> int:
+    """The replica a figure draws as "the median": the one whose rollout RMSE (test RMSE without a rollout) is
+    the median, the lower middle one for an even count, ties by index."""
+    key = "rollout_rmse" if "rollout" in results[0]["metrics"] else "test_rmse"
+    values = _finite([_replica_row(res["metrics"])[key] for res in results])
+    return sorted(range(len(values)), key=lambda r: (values[r], r))[(len(values) - 1) // 2]
+
+
+def combine(results: list[dict], deterministic: bool) -> dict:
+    """Every replica's `score` in one metrics dict: medians under the single-run names (so `dvc metrics diff`,
+    `dvc exp show` and the report read them as before), the spread beside them, and each replica's own values
+    keyed by index (DVC drops lists from metrics)."""
+    rows = [_replica_row(res["metrics"]) for res in results]
+    first = results[0]["metrics"]
+    metrics = {"replicas": len(results), "deterministic": deterministic,
+               "test": {k: _median([row[f"test_{k}"] for row in rows]) for k in first["test"]}}
+    headline = ["test_rmse"]
+    if "rollout" in first:
+        rollouts = [res["metrics"]["rollout"] for res in results]
+        metrics["rollout"] = {
+            "steps": first["rollout"]["steps"],
+            "mse": _median([r["mse"] for r in rollouts]),
+            "rmse": _median([r["rmse"] for r in rollouts]),
+            "rmse_at": {h: _median([r["rmse_at"][h] for r in rollouts]) for h in first["rollout"]["rmse_at"]},
+            "valid_horizon": stats.median([r["valid_horizon"] for r in rollouts]),
+        }
+        headline += ["rollout_rmse", "valid_horizon"]
+    with np.errstate(invalid="ignore"):  # a quartile between a finite value and a failed (inf) one is NaN: null
+        metrics["spread"] = {key: {name: _rounded(value) for name, value in
+                                   stats.spread(_finite([row[key] for row in rows])).items()} for key in headline}
+    metrics["per_replica"] = {str(r): row for r, row in enumerate(rows)}
+    metrics["median_replica"] = median_replica(results)
+    return metrics
+
+
+def rollout_rows(data: datasets.Dataset, pred: np.ndarray | None, n_sequences: int,
+                 median: int = 0) -> list[list]:
+    """Long-format rows (sequence, feature, step, truth, prediction, prediction_min, prediction_max) for
+    (R, M, H, F) replica predictions: the median replica's prediction and the range over all replicas. Context
+    steps are <= 0 and have no prediction."""
     rows = []
     if pred is None:
         return rows
     window = data.meta["window"]
-    for s in range(min(n_sequences, len(pred))):
+    low, high = pred.min(axis=0), pred.max(axis=0)
+    for s in range(min(n_sequences, pred.shape[1])):
         for f, feature in enumerate(data.meta["features"]):
             for i, value in enumerate(data.rollout_context[s, :, f]):
-                rows.append([s, feature, i - window + 1, float(value), ""])
-            for i in range(pred.shape[1]):
-                rows.append([s, feature, i + 1, float(data.rollout_target[s, i, f]), float(pred[s, i, f])])
+                rows.append([s, feature, i - window + 1, float(value), "", "", ""])
+            for i in range(pred.shape[2]):
+                rows.append([s, feature, i + 1, float(data.rollout_target[s, i, f]), float(pred[median, s, i, f]),
+                             float(low[s, i, f]), float(high[s, i, f])])
     return rows
 
 
-def load_predictor(params: Params, path: Path) -> Predictor:
-    """The model a checkpoint holds, behind the numpy interface. Baselines and every built-in learned kind run in
-    numpy on the CPU (inference.py), so this stage needs no torch; a kind without a numpy forward runs through
-    torch on the configured device."""
+def horizon_rows(errors: np.ndarray | None, median: int = 0) -> list[list]:
+    """(step, rmse, rmse_min, rmse_max) from (R, H) errors: the median replica's curve and the replicas' range."""
+    if errors is None:
+        return []
+    low, high = errors.min(axis=0), errors.max(axis=0)
+    return [[i + 1, float(errors[median, i]), float(low[i]), float(high[i])] for i in range(errors.shape[1])]
+
+
+def load_predictors(params: Params, path: Path) -> tuple[list[Predictor], bool]:
+    """Every replica a checkpoint holds, behind the numpy interface, and whether it is a deterministic baseline.
+    Baselines and every built-in learned kind run in numpy on the CPU (inference.py), so this stage needs no
+    torch; a kind without a numpy forward runs through torch on the configured device."""
     checkpoint = checkpoints.load(path)
     if checkpoint.kind in baselines.BASELINES:
-        return baselines.restore(checkpoint)
+        return [baselines.restore(checkpoint)], True
     if checkpoint.kind in inference.FORWARDS:
-        return inference.restore(checkpoint)
+        return [inference.restore(checkpoint, r) for r in range(len(checkpoint.replicas))], False
     from pipeline import models
     from pipeline.runtime import configure, resolve_device
 
     device = resolve_device(params.device)
     configure(params.threads)
-    return models.NumpyPredictor(models.restore(checkpoint, device))
+    return [models.NumpyPredictor(models.restore(checkpoint, device, r))
+            for r in range(len(checkpoint.replicas))], False
 
 
-def prediction_arrays(result: dict) -> dict[str, np.ndarray]:
-    """What the pair's figure is drawn from (the compare stage draws it): test predictions, and for a rollout
-    its predictions, RMSE per step ahead and the valid-horizon threshold."""
-    arrays = {"pred_test": result["pred_test"]}
-    if "pred_rollout" in result:
-        arrays.update(pred_rollout=result["pred_rollout"], horizon_errors=result["horizon_errors"],
-                      threshold=np.array(result["threshold"]))
+def prediction_arrays(results: list[dict], median: int) -> dict[str, np.ndarray]:
+    """What the pair's figure is drawn from (the compare stage draws it), with a leading replica axis: test
+    predictions, and for a rollout its predictions, RMSE per step ahead and the valid-horizon threshold."""
+    arrays = {"pred_test": np.stack([res["pred_test"] for res in results])}
+    if "pred_rollout" in results[0]:
+        arrays.update(pred_rollout=np.stack([res["pred_rollout"] for res in results]),
+                      horizon_errors=np.stack([res["horizon_errors"] for res in results]),
+                      threshold=np.array(results[0]["threshold"]))
+    arrays["median_replica"] = np.array(median)
     return arrays
 
 
 def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -> dict:
     """The evaluate stage: dataset and checkpoint in; metrics JSON, rollout and horizon CSVs and the predictions
-    out. It draws nothing: importing matplotlib would cost each of a run's 42 evaluate stages 0.3 s, so the
-    compare stage draws every pair's figure of a dataset in one process."""
+    out, every replica scored (test metrics and the full rollout). It draws nothing: importing matplotlib would
+    cost each of a run's 42 evaluate stages 0.3 s, so the compare stage draws every pair's figure of a dataset
+    in one process."""
     data = datasets.load(paths.dataset(dataset))
-    model = load_predictor(params, paths.checkpoint(dataset, model_name))
-    result = score(data, model, params.evaluate)
-    errors = result.get("horizon_errors")
-    write_json(paths.eval_metrics(dataset, model_name), result["metrics"])
-    write_csv(paths.rollout_curve(dataset, model_name), ["sequence", "feature", "step", "truth", "prediction"],
-              rollout_rows(data, result.get("pred_rollout"), params.evaluate.plot_sequences))
-    write_csv(paths.horizon_curve(dataset, model_name), ["step", "rmse"],
-              [] if errors is None else [[i + 1, float(e)] for i, e in enumerate(errors)])
-    write_arrays(paths.predictions(dataset, model_name), prediction_arrays(result))
-    m = result["metrics"]
-    line = f"evaluate {dataset}/{model_name}: test rmse {m['test']['rmse']}"
-    if "rollout" in m:
-        line += f", {m['rollout']['steps']}-step rollout rmse {m['rollout']['rmse']}, " \
-                f"valid for {m['rollout']['valid_horizon']} steps"
+    predictors, deterministic = load_predictors(params, paths.checkpoint(dataset, model_name))
+    results = [score(data, model, params.evaluate) for model in predictors]
+    metrics = combine(results, deterministic)
+    median = metrics["median_replica"]
+    arrays = prediction_arrays(results, median)
+    write_json(paths.eval_metrics(dataset, model_name), metrics)
+    write_csv(paths.rollout_curve(dataset, model_name),
+              ["sequence", "feature", "step", "truth", "prediction", "prediction_min", "prediction_max"],
+              rollout_rows(data, arrays.get("pred_rollout"), params.evaluate.plot_sequences, median))
+    write_csv(paths.horizon_curve(dataset, model_name), ["step", "rmse", "rmse_min", "rmse_max"],
+              horizon_rows(arrays.get("horizon_errors"), median))
+    write_arrays(paths.predictions(dataset, model_name), arrays)
+    line = f"evaluate {dataset}/{model_name}: test rmse {metrics['test']['rmse']}"
+    if "rollout" in metrics:
+        line += f", {metrics['rollout']['steps']}-step rollout rmse {metrics['rollout']['rmse']}, " \
+                f"valid for {metrics['rollout']['valid_horizon']:g} steps"
+    if len(results) > 1:
+        line += f" (medians of {len(results)} replicas)"
     print(line)
-    return m
+    return metrics

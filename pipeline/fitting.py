@@ -1,18 +1,20 @@
-"""Gradient training of a learned model: mini-batch Adam with gradient clipping, early stopping on validation
-loss, the best weights restored at the end, and divergence recorded as a result, not a crash.
+"""Gradient training of a learned model's replicas: mini-batch Adam with gradient clipping, early stopping on
+validation loss, the best weights restored at the end, and divergence recorded as a result, not a crash; all of
+it per replica, with the replicas trained together as one network (replicas.py).
 
 Losses are MSE on the scaled data. This is the only module that trains with torch; the train stage imports it
 only for learned variants.
 """
 
-import copy
 import math
+import statistics
 
 import torch
 
-from pipeline import datasets, models
+from pipeline import datasets
 from pipeline.params import TrainParams
 from pipeline.progress import Progress
+from pipeline.replicas import ReplicaStack
 from pipeline.training import History
 
 
@@ -60,53 +62,114 @@ def exploded(loss: float, reference: float) -> bool:
 
 
 @torch.no_grad()
-def mean_loss(model: models.SequenceModel, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> float:
-    model.eval()
-    total = sum(torch.nn.functional.mse_loss(model.predict_next(xb), yb, reduction="sum")
-                for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
-    return float(total) / y.numel()
+def mean_loss(stack: ReplicaStack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> list[float]:
+    """Each replica's MSE over (x, y), summed batch by batch: one value per replica."""
+    stack.eval()
+    totals = [0.0] * stack.replicas
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        pred = stack.predict_next(xb.expand(stack.replicas, *xb.shape))
+        totals = [t + torch.nn.functional.mse_loss(pred[r], yb, reduction="sum") for r, t in enumerate(totals)]
+    return [float(t) / y.numel() for t in totals]
 
 
-def fit(model: models.SequenceModel, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-        cfg: TrainParams, seed: int, progress: Progress | None = None) -> History:
-    """Train in place and leave the best weights (lowest validation loss) in `model`."""
-    history = History()
+def clip_per_replica(stack: ReplicaStack, max_norm: float) -> None:
+    """torch.nn.utils.clip_grad_norm_'s rule, applied to each replica's own gradients: a replica whose gradient
+    is large must not shrink the others' steps."""
+    grads = [w.grad for w in stack.weights if w.grad is not None]
+    for r in range(stack.replicas):
+        mine = [g[r] for g in grads]
+        total = torch.nn.utils.get_total_norm(mine, 2.0)
+        torch._foreach_mul_(mine, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+
+
+def _snapshot(stack: ReplicaStack, replica: int) -> list[torch.Tensor]:
+    return [w[replica].detach().clone() for w in stack.weights]
+
+
+@torch.no_grad()
+def _restore(stack: ReplicaStack, replica: int, state: list[torch.Tensor]) -> None:
+    for w, value in zip(stack.weights, state):
+        w[replica] = value
+
+
+def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+        cfg: TrainParams, progress: Progress | None = None) -> list[History]:
+    """Train every replica in place and leave each at its best weights (lowest validation loss).
+
+    Each replica has its own batch order (a generator seeded with its seed), its own gradient clipping, early
+    stopping and divergence check, so it trains as it would alone. A replica that has stopped, early or by
+    diverging, is held at its best weights after every step: it keeps flowing through the shared kernel, but
+    nothing it does reaches the others (every cross-replica weight is an exact zero) and it cannot drift into
+    non-finite values. A batch whose loss is non-finite for some replica is skipped for all of them, since
+    0 * inf in the shared backward pass would poison the others' gradients; that replica is marked diverged."""
+    replicas = stack.replicas
+    histories = [History() for _ in range(replicas)]
     x, y = train
-    order_gen = torch.Generator().manual_seed(seed)  # shuffling has its own stream: model init cannot shift it
-    optimizer = Adam(model.parameters(), lr=cfg.lr)
-    best_state = copy.deepcopy(model.state_dict())
-    history.best_val_loss = mean_loss(model, *val)  # epoch 0: the untrained model is the first "best"
-    reference = max(mean_loss(model, *train), history.best_val_loss)
-    stale = 0
+    orders = [torch.Generator().manual_seed(seed) for seed in stack.seeds]  # init cannot shift the shuffling
+    optimizer = Adam(stack.parameters(), lr=cfg.lr)
+    best = [_snapshot(stack, r) for r in range(replicas)]
+    untrained_val = mean_loss(stack, *val)  # epoch 0: the untrained model is the first "best"
+    references = [max(t, v) for t, v in zip(mean_loss(stack, *train), untrained_val)]
+    for history, loss in zip(histories, untrained_val):
+        history.best_val_loss = loss
+    active, stale = [True] * replicas, [0] * replicas
+
+    def stop(r: int, diverged: bool = False) -> None:
+        active[r] = False
+        histories[r].diverged |= diverged
+        _restore(stack, r, best[r])
+
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        losses = []
-        for index in torch.randperm(len(x), generator=order_gen).split(cfg.batch_size):
-            index = index.to(x.device)
-            loss = torch.nn.functional.mse_loss(model.predict_next(x[index]), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            if cfg.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            optimizer.step()
-            losses.append(loss.detach() * y[index].numel())  # loss is a mean over batch and features
-        train_loss = float(torch.stack(losses).sum()) / y.numel()  # one device sync per epoch
-        val_loss = mean_loss(model, *val)
-        if exploded(train_loss, reference) or exploded(val_loss, reference):
-            history.diverged = True
+        if not any(active):
             break
-        history.rows.append((epoch, train_loss, val_loss))
+        stack.train()
+        batches = zip(*(torch.randperm(len(x), generator=g).split(cfg.batch_size) for g in orders))
+        losses = []
+        for indices in batches:
+            indices = [index.to(x.device) for index in indices]
+            targets = torch.stack([y[index] for index in indices])
+            pred = stack.predict_next(torch.stack([x[index] for index in indices]))
+            loss = torch.stack([torch.nn.functional.mse_loss(pred[r], targets[r]) for r in range(replicas)])
+            optimizer.zero_grad()
+            finite = torch.isfinite(loss)
+            if not bool(finite.all()):
+                for r in range(replicas):
+                    if active[r] and not finite[r]:
+                        stop(r, diverged=True)
+                continue
+            loss.sum().backward()
+            if cfg.clip_norm > 0:
+                clip_per_replica(stack, cfg.clip_norm)
+            optimizer.step()
+            for r in range(replicas):
+                if not active[r]:
+                    _restore(stack, r, best[r])
+            losses.append(loss.detach() * targets[0].numel())  # each loss is a mean over batch and features
+        train_loss = (torch.stack(losses).sum(0) / y.numel()).tolist() if losses else [math.nan] * replicas
+        val_loss = mean_loss(stack, *val)
+        for r in range(replicas):
+            if not active[r]:
+                continue
+            history = histories[r]
+            if exploded(train_loss[r], references[r]) or exploded(val_loss[r], references[r]):
+                stop(r, diverged=True)
+                continue
+            history.rows.append((epoch, train_loss[r], val_loss[r]))
+            if val_loss[r] < history.best_val_loss:
+                history.best_val_loss, history.best_epoch, stale[r] = val_loss[r], epoch, 0
+                best[r] = _snapshot(stack, r)
+            else:
+                stale[r] += 1
+                if stale[r] >= cfg.patience:
+                    stop(r)
         if progress:
-            progress.update(epoch, train_loss, val_loss)
-        if val_loss < history.best_val_loss:
-            history.best_val_loss, history.best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
-    return history
+            running = [r for r in range(replicas) if histories[r].rows and histories[r].rows[-1][0] == epoch]
+            if running:
+                progress.update(epoch, statistics.median(train_loss[r] for r in running),
+                                statistics.median(val_loss[r] for r in running))
+    for r in range(replicas):
+        _restore(stack, r, best[r])
+    return histories
 
 
 def tensors(data: datasets.Dataset, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

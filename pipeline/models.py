@@ -110,12 +110,12 @@ def state_arrays(model: SequenceModel) -> dict[str, np.ndarray]:
     return {name: value.detach().cpu().numpy() for name, value in model.state_dict().items()}
 
 
-def restore(checkpoint: Checkpoint, device: torch.device) -> SequenceModel:
-    """Rebuild the model a checkpoint holds; every weight must be there with its shape (strict loading), so a
-    damaged file never leaves a randomly initialised layer behind."""
+def restore(checkpoint: Checkpoint, device: torch.device, replica: int = 0) -> SequenceModel:
+    """Rebuild one replica of the model a checkpoint holds; every weight must be there with its shape (strict
+    loading), so a damaged file never leaves a randomly initialised layer behind."""
     try:
         model = build(checkpoint.kind, checkpoint.shape)
-        model.load_state_dict({name: torch.from_numpy(a) for name, a in checkpoint.arrays.items()})
+        model.load_state_dict({name: torch.from_numpy(a) for name, a in checkpoint.replicas[replica].items()})
     except Exception as exc:
         raise corrupt(checkpoint.path, exc) from None
     return model.to(device)

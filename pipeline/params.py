@@ -48,6 +48,7 @@ class TrainParams:
     lr: float = setting(0.01, gt=0)
     clip_norm: float = setting(1.0, ge=0)  # 0 turns clipping off
     patience: int = setting(10, ge=1)
+    replicas: int = setting(5, ge=1)  # learned pairs train this many seeds at once; baselines are one fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ModelSpec:
 @dataclasses.dataclass(frozen=True)
 class Params:
     seed: int
+    data_seed: int
     device: str
     threads: int
     datasets: tuple[str, ...]
@@ -91,7 +93,7 @@ class Params:
         return self.models[name]
 
 
-SECTIONS = ("seed", "device", "threads", "datasets", "models", "data", "model", "train", "evaluate")
+SECTIONS = ("seed", "data_seed", "device", "threads", "datasets", "models", "data", "model", "train", "evaluate")
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -119,8 +121,9 @@ def parse(raw: Any) -> Params:
         if key not in raw:
             raise SchemaError(f"missing key '{key}'; add it (the README lists every setting)")
     seed, threads = raw["seed"], raw["threads"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        fail("seed", f"must be an integer >= 0, got {shown(seed)}")
+    for key in ("seed", "data_seed"):
+        if isinstance(raw[key], bool) or not isinstance(raw[key], int) or raw[key] < 0:
+            fail(key, f"must be an integer >= 0, got {shown(raw[key])}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         fail("threads", f"must be an integer >= 0 (0: torch's default), got {shown(threads)}")
     device = raw["device"]
@@ -129,7 +132,7 @@ def parse(raw: Any) -> Params:
     model = build(ModelParams, raw["model"], "model")
     data, kinds = _parse_data(raw["data"])
     return Params(
-        seed=seed, device=device, threads=threads,
+        seed=seed, data_seed=raw["data_seed"], device=device, threads=threads,
         datasets=_parse_datasets(raw["datasets"], data),
         models=_parse_models(raw["models"], model),
         data=data, data_kinds=kinds, model=model,

@@ -1,5 +1,9 @@
 """The train stage: fit one (dataset, model) pair and write its checkpoint, metrics and loss curve.
 
+A learned pair trains `train.replicas` replicas that differ only in their seed (weight initialisation and batch
+order, `replica_seed`), all in this one process and one network (replicas.py); its metrics are medians over them
+under the single-run names, with every replica's own outcome beside them.
+
 Learned variants are trained by gradients in fitting.py (torch, imported only for them); the closed-form
 baselines are fitted in numpy here, so their stages never pay for importing torch. Both write the same outputs.
 The metrics file holds only what the weights determine (no wall time), so that two runs with the same params
@@ -8,13 +12,14 @@ write byte-identical metrics and `dvc metrics diff` shows real changes only.
 
 import dataclasses
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pipeline import baselines, checkpoints, datasets
-from pipeline.artifacts import Paths, write_csv, write_json
+from pipeline.artifacts import Paths, significant, write_csv, write_json
 from pipeline.params import Params
 
 
@@ -28,8 +33,18 @@ class History:
     diverged: bool = False
 
 
+def replica_seed(seed: int, replica: int) -> int:
+    """The seed of replica `replica` of a run with `seed`: replica 0 uses `seed` itself, so `train.replicas: 1`
+    is exactly the single run of before; replica r > 0 uses the first 32-bit word of numpy's
+    SeedSequence([seed, r]), a hash that keeps every (seed, replica) stream apart (seed 1's replicas are not
+    seed 0's shifted by one)."""
+    if replica == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, replica]).generate_state(1)[0])
+
+
 def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -> dict:
-    """Dataset file in; checkpoint, metrics JSON and loss-curve CSV out."""
+    """Dataset file in; checkpoint (every replica), metrics JSON and loss-curve CSV out."""
     spec = params.variant(model_name)
     data = datasets.load(paths.dataset(dataset))
     shape = checkpoints.Shape(input_size=data.meta["n_features"], output_size=data.y_train.shape[-1],
@@ -37,66 +52,110 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -
     label = f"train {dataset}/{model_name}"
     started = time.perf_counter()
     if spec.kind in baselines.BASELINES:
-        history, arrays, parameters, device = _fit_baseline(data, spec.kind, shape)
+        seeds, (histories, arrays, parameters, device) = [], _fit_baseline(data, spec.kind, shape)
         # Sizes mean nothing to a closed-form baseline: keep them out of its checkpoint, so that changing
         # `model.hidden` leaves it byte-identical and DVC skips its evaluation.
         shape = dataclasses.replace(shape, hidden=0, layers=0)
     else:
-        history, arrays, parameters, device = _fit_learned(params, data, spec.kind, shape, label)
+        seeds = [replica_seed(params.seed, r) for r in range(params.train.replicas)]
+        histories, arrays, parameters, device = _fit_learned(params, data, spec.kind, shape, seeds, label)
     seconds = time.perf_counter() - started
-    last = history.rows[-1] if history.rows else (0, math.nan, math.nan)
-    metrics = {
-        "best_val_loss": history.best_val_loss,
-        "best_epoch": history.best_epoch,
-        "final_train_loss": last[1],
-        "final_val_loss": last[2],
-        "epochs_run": last[0] + (1 if history.diverged else 0),
-        "diverged": history.diverged,
-        "parameters": parameters,
-        "device": device,
-    }
+    metrics = train_metrics(histories, seeds, parameters, device)
     checkpoints.save(paths.checkpoint(dataset, model_name), spec.kind, shape, arrays)
-    write_json(paths.train_metrics(dataset, model_name), _finite(metrics))
-    write_csv(paths.train_curve(dataset, model_name), ["epoch", "train_loss", "val_loss"], history.rows)
-    state = "DIVERGED (loss exploded), kept" if history.diverged else "done,"
-    print(f"{label}: {state} best val loss {history.best_val_loss:.4g} at epoch {history.best_epoch} "
-          f"in {seconds:.1f}s on {device}")
+    write_json(paths.train_metrics(dataset, model_name), metrics)
+    write_csv(paths.train_curve(dataset, model_name), ["epoch", "replica", "train_loss", "val_loss"],
+              [(epoch, r, _loss(train), _loss(val))
+               for r, history in enumerate(histories) for epoch, train, val in history.rows])
+    if metrics["diverged"]:
+        state = f"DIVERGED (loss exploded) in {metrics['diverged_replicas']} of {len(histories)} replicas, kept"
+    else:
+        state = "done,"
+    replicas = f" (median of {len(histories)} replicas)" if len(histories) > 1 else ""
+    print(f"{label}: {state} best val loss {metrics['best_val_loss']:.4g}{replicas} at epoch "
+          f"{metrics['best_epoch']:g} in {seconds:.1f}s on {device}")
     return metrics
 
 
+# Losses are means of squares of values scaled to unit variance, accumulated in float32 (learned models) or
+# float64 (baselines): digits beyond these are round-off that moves with the CPU's kernels, not results.
+LOSS_DIGITS = 6
+LOSS_FLOOR = 1e-12
+
+
+def _loss(value: float) -> float | None:
+    """A loss as far as the computation guarantees it: 6 significant digits, round-off-level values (the exact
+    linear baseline's 1e-15 on a pure sine) as 0, and null where JSON has no number (NaN)."""
+    if not math.isfinite(value):
+        return None
+    return 0.0 if abs(value) < LOSS_FLOOR else significant(value, LOSS_DIGITS)
+
+
+def train_metrics(histories: list[History], seeds: list[int], parameters: int, device: str) -> dict:
+    """Medians over replicas under the single-run names, with every replica's own outcome beside them. A
+    baseline (no seeds) is one deterministic fit."""
+    per_replica = {}
+    for r, history in enumerate(histories):
+        last = history.rows[-1] if history.rows else (0, math.nan, math.nan)
+        per_replica[str(r)] = {
+            **({"seed": seeds[r]} if seeds else {}),
+            "best_val_loss": _loss(history.best_val_loss),
+            "best_epoch": history.best_epoch,
+            "epochs_run": last[0] + (1 if history.diverged else 0),
+            "final_train_loss": _loss(last[1]),
+            "final_val_loss": _loss(last[2]),
+            "diverged": history.diverged,
+        }
+
+    def median(key: str) -> float | None:
+        values = [row[key] for row in per_replica.values() if row[key] is not None]
+        return _loss(statistics.median(values)) if values else None
+
+    diverged = sum(h.diverged for h in histories)
+    return {
+        "replicas": len(histories),
+        "deterministic": not seeds,
+        "best_val_loss": median("best_val_loss"),
+        "best_epoch": statistics.median(h.best_epoch for h in histories),
+        "epochs_run": statistics.median(row["epochs_run"] for row in per_replica.values()),
+        "final_train_loss": median("final_train_loss"),
+        "final_val_loss": median("final_val_loss"),
+        "diverged": diverged > 0,
+        "diverged_replicas": diverged,
+        "parameters": parameters,
+        "device": device,
+        "per_replica": per_replica,
+    }
+
+
 def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
-                  ) -> tuple[History, dict[str, np.ndarray], int, str]:
+                  ) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
     """Fit on the scaled training split in one go; its losses are epoch 0 of the curve. Baselines have no
-    trained parameters and always run on the CPU."""
+    trained parameters, no seed (one fit: it is deterministic) and always run on the CPU."""
     model = baselines.build(kind, shape)
     x, y = (data.scaled(a) for a in (data.x_train, data.y_train))
     model.fit(x, y)
     losses = [_mse(model.predict_next(data.scaled(xs)), data.scaled(ys))
               for xs, ys in ((data.x_train, data.y_train), (data.x_val, data.y_val))]
     history = History(rows=[(0, *losses)], best_epoch=0, best_val_loss=losses[1])
-    return history, model.state(), 0, "cpu"
+    return [history], [model.state()], 0, "cpu"
 
 
-def _fit_learned(params: Params, data: datasets.Dataset, kind: str, shape: checkpoints.Shape, label: str
-                 ) -> tuple[History, dict[str, np.ndarray], int, str]:
-    from pipeline import fitting, models  # torch: imported only when a model is trained by gradients
+def _fit_learned(params: Params, data: datasets.Dataset, kind: str, shape: checkpoints.Shape, seeds: list[int],
+                 label: str) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
+    from pipeline import fitting  # torch: imported only when a model is trained by gradients
     from pipeline.progress import Progress
+    from pipeline.replicas import ReplicaStack
     from pipeline.runtime import configure, resolve_device
 
     device = resolve_device(params.device)
-    configure(params.threads, params.seed)
-    model = models.build(kind, shape).to(device)
-    history = fitting.fit(model, fitting.tensors(data, "train", device), fitting.tensors(data, "val", device),
-                          params.train, params.seed, Progress(label, params.train.epochs))
-    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return history, models.state_arrays(model), parameters, str(device)
+    configure(params.threads)
+    stack = ReplicaStack(kind, shape, seeds).to(device)
+    histories = fitting.fit(stack, fitting.tensors(data, "train", device), fitting.tensors(data, "val", device),
+                            params.train, Progress(label, params.train.epochs))
+    arrays = [stack.state_arrays(r) for r in range(stack.replicas)]
+    return histories, arrays, stack.parameters_per_replica(), str(device)
 
 
 def _mse(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean over examples and features in float64, as fitting.mean_loss averages for the learned models."""
     return float(np.mean((np.asarray(pred, dtype=np.float64) - truth) ** 2))
-
-
-def _finite(metrics: dict) -> dict:
-    """JSON has no NaN: a value that never became finite is written as null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}

@@ -36,7 +36,7 @@ def tiny_params() -> dict:
     for name, sizes in TINY_SIZES.items():
         raw["data"][name].update(sizes)
     raw["model"] = {"hidden": 4, "layers": 1}
-    raw["train"].update(epochs=2, batch_size=16, patience=2)
+    raw["train"].update(epochs=2, batch_size=16, patience=2, replicas=3)
     return raw
 
 

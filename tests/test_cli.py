@@ -166,7 +166,7 @@ def test_train_writes_checkpoint_metrics_and_curve(project):
     assert (project / "data" / "models" / "ramp" / "rnn.npz").stat().st_size > 0
     assert (project / "metrics" / "train" / "ramp" / "rnn.json").stat().st_size > 0
     curve = (project / "plots" / "train" / "ramp" / "rnn.csv").read_text().splitlines()
-    assert curve[0] == "epoch,train_loss,val_loss" and len(curve) == 1 + 2  # epochs: 2
+    assert curve[0] == "epoch,replica,train_loss,val_loss" and len(curve) == 1 + 2 * 3  # epochs: 2, replicas: 3
 
 
 def test_evaluate_and_compare_reject_unknown_dataset(project):

@@ -19,6 +19,8 @@ from pipeline.baselines import LinearAR, Persistence
 from conftest import tiny_params, write_params
 
 
+EVAL_KEYS = {"replicas", "deterministic", "test", "rollout", "spread", "per_replica", "median_replica"}
+
 # The tiny sine continues for round((25 - 20) / 0.1) = 50 steps, so horizon 100 is longer than the rollout.
 SINE_STEPS = 50
 HORIZONS = [1, 10, 50, 100]
@@ -219,7 +221,10 @@ def test_run_writes_every_output_for_sine(project):
         returned = evaluation.run(params, "sine", model)
         metrics = json.loads(paths.eval_metrics("sine", model).read_text())
         assert metrics == returned
-        assert set(metrics) == {"test", "rollout"}
+        replicas = 1 if model == "persistence" else params.train.replicas
+        assert set(metrics) == EVAL_KEYS and metrics["replicas"] == replicas
+        assert list(metrics["per_replica"]) == [str(r) for r in range(replicas)]
+        assert set(metrics["spread"]) == {"test_rmse", "rollout_rmse", "valid_horizon"}
         assert set(metrics["test"]) == {"mse", "rmse", "mae"}
         assert set(metrics["rollout"]) == {"steps", "mse", "rmse", "rmse_at", "valid_horizon"}
         assert metrics["rollout"]["steps"] == SINE_STEPS
@@ -227,13 +232,15 @@ def test_run_writes_every_output_for_sine(project):
         assert 0 <= metrics["rollout"]["valid_horizon"] <= SINE_STEPS
 
         header, rows = read_csv(paths.horizon_curve("sine", model))
-        assert header == ["step", "rmse"]
+        assert header == ["step", "rmse", "rmse_min", "rmse_max"]
         assert [int(r["step"]) for r in rows] == list(range(1, SINE_STEPS + 1))
-        for h, value in metrics["rollout"]["rmse_at"].items():
-            assert float(rows[int(h) - 1]["rmse"]) == pytest.approx(value, rel=1e-5)
+        assert all(float(r["rmse_min"]) <= float(r["rmse"]) <= float(r["rmse_max"]) for r in rows)
+        if replicas == 1:
+            for h, value in metrics["rollout"]["rmse_at"].items():
+                assert float(rows[int(h) - 1]["rmse"]) == pytest.approx(value, rel=1e-5)
 
         header, rows = read_csv(paths.rollout_curve("sine", model))
-        assert header == ["sequence", "feature", "step", "truth", "prediction"]
+        assert header == ["sequence", "feature", "step", "truth", "prediction", "prediction_min", "prediction_max"]
         window = data.meta["window"]
         assert len(rows) == window + SINE_STEPS  # the sine has one held-out sequence
         assert [int(r["step"]) for r in rows] == list(range(-window + 1, SINE_STEPS + 1))
@@ -242,9 +249,11 @@ def test_run_writes_every_output_for_sine(project):
                                    rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose([float(r["truth"]) for r in rows[window:]], data.rollout_target[0, :, 0],
                                    rtol=1e-6, atol=1e-7)
-        assert all(r["prediction"] == "" for r in rows[:window])
+        assert all(r["prediction"] == r["prediction_min"] == r["prediction_max"] == "" for r in rows[:window])
         predictions = np.array([float(r["prediction"]) for r in rows[window:]])
         assert np.isfinite(predictions).all()
+        assert all(float(r["prediction_min"]) <= float(r["prediction"]) <= float(r["prediction_max"])
+                   for r in rows[window:])
         if model == "persistence":
             np.testing.assert_allclose(predictions, data.rollout_context[0, -1, 0], rtol=1e-5, atol=1e-6)
             hand = persistence_by_hand(data)
@@ -253,11 +262,19 @@ def test_run_writes_every_output_for_sine(project):
             assert metrics["rollout"]["valid_horizon"] == hand["rollout"]["valid_horizon"]
 
         arrays = read_arrays(paths.predictions("sine", model))  # what compare draws the pair's figure from
-        assert set(arrays) == {"pred_test", "pred_rollout", "horizon_errors", "threshold"}
-        assert arrays["pred_test"].shape == data.y_test.shape
-        np.testing.assert_allclose(arrays["pred_rollout"][0, :, 0], predictions, rtol=1e-6, atol=1e-7)
+        assert set(arrays) == {"pred_test", "pred_rollout", "horizon_errors", "threshold", "median_replica"}
+        assert arrays["pred_test"].shape == (replicas,) + data.y_test.shape
+        median = int(arrays["median_replica"])
+        assert median == metrics["median_replica"]
+        np.testing.assert_allclose(arrays["pred_rollout"][median, 0, :, 0], predictions, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(arrays["pred_rollout"][:, 0, :, 0].min(axis=0),
+                                   [float(r["prediction_min"]) for r in rows[window:]], rtol=1e-6, atol=1e-7)
         _, horizon = read_csv(paths.horizon_curve("sine", model))
-        np.testing.assert_allclose(arrays["horizon_errors"], [float(r["rmse"]) for r in horizon], rtol=1e-6)
+        np.testing.assert_allclose(arrays["horizon_errors"][median], [float(r["rmse"]) for r in horizon], rtol=1e-6)
+        for r, row in metrics["per_replica"].items():  # every replica scored on the full rollout
+            errors = arrays["horizon_errors"][int(r)]
+            assert row["rollout_rmse"] == pytest.approx(float(np.sqrt(np.mean(errors ** 2))), rel=1e-5)
+            assert row["valid_horizon"] == evaluation.valid_horizon(errors, float(arrays["threshold"]))
         assert arrays["threshold"].shape == () and arrays["threshold"] > 0
         assert not paths.pair_figure("sine", model).exists()  # evaluate draws nothing
 
@@ -270,16 +287,66 @@ def test_run_writes_every_output_for_memory(project):
     returned = evaluation.run(params, "memory_short", "persistence")
     metrics = json.loads(paths.eval_metrics("memory_short", "persistence").read_text())
     assert metrics == returned
-    assert set(metrics) == {"test"}
+    assert set(metrics) == EVAL_KEYS - {"rollout"} and metrics["deterministic"] is True
+    assert set(metrics["spread"]) == {"test_rmse"} and metrics["replicas"] == 1
     assert set(metrics["test"]) == {"mse", "rmse", "mae"}
     hand = persistence_by_hand(data)
     assert metrics["test"]["mse"] == pytest.approx(float(np.mean((data.x_test[:, -1].astype(np.float64)
                                                                   - data.y_test) ** 2)), rel=1e-5)
     assert metrics["test"]["mae"] == pytest.approx(hand["test"]["mae"], rel=1e-5)
 
-    for path, header in ((paths.horizon_curve("memory_short", "persistence"), "step,rmse"),
+    for path, header in ((paths.horizon_curve("memory_short", "persistence"), "step,rmse,rmse_min,rmse_max"),
                          (paths.rollout_curve("memory_short", "persistence"),
-                          "sequence,feature,step,truth,prediction")):
+                          "sequence,feature,step,truth,prediction,prediction_min,prediction_max")):
         assert path.read_text().splitlines() == [header]  # a header and nothing else
     arrays = read_arrays(paths.predictions("memory_short", "persistence"))
-    assert set(arrays) == {"pred_test"} and arrays["pred_test"].shape == data.y_test.shape
+    assert set(arrays) == {"pred_test", "median_replica"} and arrays["pred_test"].shape == (1,) + data.y_test.shape
+
+
+# --- medians over replicas -------------------------------------------------------------------------------------
+
+def replica_result(test_rmse: float, rollout_rmse: float | None = None, valid: int = 0) -> dict:
+    metrics = {"test": {"mse": test_rmse ** 2, "rmse": test_rmse, "mae": test_rmse / 2}}
+    if rollout_rmse is not None:
+        metrics["rollout"] = {"steps": 10, "mse": None if math.isinf(rollout_rmse) else rollout_rmse ** 2,
+                              "rmse": None if math.isinf(rollout_rmse) else rollout_rmse,
+                              "rmse_at": {"1": rollout_rmse / 10}, "valid_horizon": valid}
+    return {"metrics": metrics}
+
+
+def test_combine_takes_medians_and_spreads_over_replicas():
+    results = [replica_result(t, r, v) for t, r, v in [(0.3, 0.9, 2), (0.1, 0.2, 8), (0.2, 0.5, 5),
+                                                         (0.5, 0.4, 4), (0.4, 0.1, 9)]]
+    m = evaluation.combine(results, deterministic=False)
+    assert m["replicas"] == 5 and m["deterministic"] is False
+    assert m["test"] == {"mse": 0.09, "rmse": 0.3, "mae": 0.15}
+    assert m["rollout"]["rmse"] == 0.4 and m["rollout"]["mse"] == 0.16 and m["rollout"]["valid_horizon"] == 5
+    assert m["rollout"]["rmse_at"] == {"1": 0.04}
+    assert m["spread"]["test_rmse"] == {"min": 0.1, "q1": 0.2, "q3": 0.4, "max": 0.5}
+    assert m["spread"]["rollout_rmse"] == {"min": 0.1, "q1": 0.2, "q3": 0.5, "max": 0.9}
+    assert m["spread"]["valid_horizon"] == {"min": 2, "q1": 4, "q3": 8, "max": 9}
+    assert m["per_replica"]["3"] == {"test_mse": 0.25, "test_rmse": 0.5, "test_mae": 0.25, "rollout_mse": 0.4 ** 2,
+                                     "rollout_rmse": 0.4, "valid_horizon": 4}
+    assert m["median_replica"] == 3  # its rollout RMSE, 0.4, is the median
+    json.dumps(m)
+
+
+def test_median_replica_for_even_counts_ties_and_failed_rollouts():
+    even = [replica_result(0.1, r) for r in (0.4, 0.1, 0.3, 0.2)]
+    assert evaluation.median_replica(even) == 3  # 0.2, the lower middle one of 0.1 0.2 0.3 0.4
+    tied = [replica_result(0.1, 0.5), replica_result(0.1, 0.5), replica_result(0.1, 0.5)]
+    assert evaluation.median_replica(tied) == 1
+    failed = [replica_result(0.1, math.inf), replica_result(0.1, 0.3), replica_result(0.1, math.inf)]
+    assert evaluation.median_replica(failed) == 0  # a non-finite rollout counts as the worst: 0.3, inf, inf
+    m = evaluation.combine(failed, deterministic=False)
+    assert m["rollout"]["rmse"] is None and m["spread"]["rollout_rmse"]["min"] == 0.3
+    no_rollout = [replica_result(t) for t in (0.3, 0.1, 0.2)]
+    assert evaluation.median_replica(no_rollout) == 2 and "rollout" not in evaluation.combine(no_rollout, True)
+
+
+def test_one_replica_has_the_same_schema_with_a_point_spread():
+    m = evaluation.combine([replica_result(0.2, 0.4, 3)], deterministic=True)
+    assert m["test"]["rmse"] == 0.2 and m["rollout"]["valid_horizon"] == 3
+    assert m["spread"]["rollout_rmse"] == {"min": 0.4, "q1": 0.4, "q3": 0.4, "max": 0.4}
+    five = evaluation.combine([replica_result(0.2, 0.4, 3)] * 5, deterministic=False)
+    assert set(m) == set(five) and set(m["per_replica"]["0"]) == set(five["per_replica"]["4"])

@@ -122,7 +122,7 @@ BAD = [
     ("unknown-key-typo", lambda r: r["model"].update(hiden=8),
      "params.yaml: unknown key 'model.hiden'; expected one of: hidden, layers"),
     ("unknown-top-level-key", lambda r: r.update(sed=1),
-     "params.yaml: unknown key 'sed'; expected one of: seed, device, threads, datasets, models, data, model, "
+     "params.yaml: unknown key 'sed'; expected one of: seed, data_seed, device, threads, datasets, models, data, model, "
      "train, evaluate"),
     ("unknown-key-in-data-entry", lambda r: r["data"]["sine"].update(windw=5),
      "params.yaml: unknown key 'data.sine.windw'; expected one of: dt, extrapolate_until, frequency, kind, noise, "

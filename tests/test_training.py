@@ -15,10 +15,12 @@ from pipeline import baselines, checkpoints, datasets, fitting, generate, models
 from pipeline.artifacts import Paths
 from pipeline.baselines import LinearAR
 from pipeline.errors import ArtifactError, DeviceError
+from pipeline.replicas import ReplicaStack
 
 CPU = torch.device("cpu")
-METRIC_KEYS = {"best_val_loss", "best_epoch", "final_train_loss", "final_val_loss", "epochs_run", "diverged",
-               "parameters", "device"}
+METRIC_KEYS = {"replicas", "deterministic", "best_val_loss", "best_epoch", "final_train_loss", "final_val_loss",
+               "epochs_run", "diverged", "diverged_replicas", "parameters", "device", "per_replica"}
+REPLICA_KEYS = {"best_val_loss", "best_epoch", "epochs_run", "final_train_loss", "final_val_loss", "diverged"}
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
@@ -45,10 +47,19 @@ def split(data: datasets.Dataset, name: str) -> tuple[torch.Tensor, torch.Tensor
     return fitting.tensors(data, name, CPU)
 
 
-def tiny_model(kind: str, data: datasets.Dataset, seed: int = 0) -> models.SequenceModel:
-    torch.manual_seed(seed)
-    return models.build(kind, models.Shape(input_size=data.meta["n_features"], output_size=data.y_train.shape[-1],
-                                           window=data.meta["window"], hidden=4, layers=1))
+def tiny_shape(data: datasets.Dataset) -> models.Shape:
+    return models.Shape(input_size=data.meta["n_features"], output_size=data.y_train.shape[-1],
+                        window=data.meta["window"], hidden=4, layers=1)
+
+
+def tiny_stack(kind: str, data: datasets.Dataset, seeds=(0,)) -> ReplicaStack:
+    return ReplicaStack(kind, tiny_shape(data), list(seeds))
+
+
+def model_loss(model: models.SequenceModel, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One plain model's MSE, computed without the replica machinery."""
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(model.predict_next(x), y))
 
 
 def read_curve(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -57,12 +68,12 @@ def read_curve(path: Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
-def weights(path: Path) -> dict[str, np.ndarray]:
-    return checkpoints.load(path).arrays
+def weights(path: Path, replica: int = 0) -> dict[str, np.ndarray]:
+    return checkpoints.load(path).replicas[replica]
 
 
-def restored(path: Path) -> models.SequenceModel:
-    return models.restore(checkpoints.load(path), CPU)
+def restored(path: Path, replica: int = 0) -> models.SequenceModel:
+    return models.restore(checkpoints.load(path), CPU, replica)
 
 
 # --- the linear baseline ------------------------------------------------------------------------------------
@@ -109,8 +120,10 @@ def test_closed_form_baselines_go_through_the_train_stage(sine):
     metrics = training.run(sine, "sine", "linear")
     assert metrics["epochs_run"] == 0 and metrics["best_epoch"] == 0 and not metrics["diverged"]
     assert metrics["best_val_loss"] < 1e-9  # a pure sine is predicted exactly
+    assert metrics["replicas"] == 1 and metrics["deterministic"] is True  # one fit, whatever train.replicas says
+    assert set(metrics["per_replica"]) == {"0"} and "seed" not in metrics["per_replica"]["0"]
     checkpoint = checkpoints.load(Paths().checkpoint("sine", "linear"))
-    assert checkpoint.kind == "linear" and np.abs(checkpoint.arrays["weight"]).sum() > 0
+    assert checkpoint.kind == "linear" and np.abs(checkpoint.replicas[0]["weight"]).sum() > 0
     assert (checkpoint.shape.hidden, checkpoint.shape.layers) == (0, 0)  # model sizes leave it unchanged
 
 
@@ -122,13 +135,12 @@ def test_train_loss_is_the_same_mean_squared_error_as_val_loss(outputs):
     on the training split, on the same scale as mean_loss (what val loss and evaluation use)."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(50, 6, 2, generator=g), torch.randn(50, outputs, generator=g)
-    torch.manual_seed(0)
-    model = models.build("gru", models.Shape(2, outputs, 6, 4, 1))
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    expected = fitting.mean_loss(model, x, y)
+    stack = ReplicaStack("gru", models.Shape(2, outputs, 6, 4, 1), [0])
+    initial = [w.detach().clone() for w in stack.weights]
+    expected, = fitting.mean_loss(stack, x, y)
     cfg = params.TrainParams(epochs=1, batch_size=16, lr=1e-30, clip_norm=1.0, patience=5)
-    history = fitting.fit(model, (x, y), (x, y), cfg, seed=0)
-    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())  # the premise holds
+    history, = fitting.fit(stack, (x, y), (x, y), cfg)
+    assert all(torch.equal(w, w0) for w, w0 in zip(stack.weights, initial))  # the premise holds
     (epoch, train_loss, val_loss), = history.rows
     assert val_loss == pytest.approx(expected, rel=1e-6)
     assert train_loss == pytest.approx(expected, rel=1e-5)
@@ -165,13 +177,13 @@ def test_training_is_deterministic_per_seed(sine, kind):
 def test_fit_is_deterministic(sine):
     data = datasets.load(Paths().dataset("sine"))
     results = []
-    for seed in (3, 3, 4):
-        model = tiny_model("gru", data, seed=0)  # same init each time: the seed then only drives the shuffling
-        history = fitting.fit(model, split(data, "train"), split(data, "val"), sine.train, seed=seed)
-        results.append((history.rows, [p.detach().clone() for p in model.parameters()]))
+    for seeds in ((3, 5), (3, 5), (4, 5)):
+        stack = tiny_stack("gru", data, seeds)
+        histories = fitting.fit(stack, split(data, "train"), split(data, "val"), sine.train)
+        results.append(([h.rows for h in histories], [w.detach().clone() for w in stack.weights]))
     assert results[0][0] == results[1][0]
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
-    assert results[0][0] != results[2][0]  # another batch order
+    assert results[0][0][0] != results[2][0][0]  # another seed: another initialisation and batch order
 
 
 # --- divergence -----------------------------------------------------------------------------------------------
@@ -183,6 +195,7 @@ def test_divergence_is_a_result_not_a_crash(sine, kind):
     paths = Paths()
 
     assert metrics["diverged"] is True
+    assert metrics["diverged_replicas"] == metrics["replicas"] == sine.train.replicas
     assert 1 <= metrics["epochs_run"] <= 5
     saved = json.loads(paths.train_metrics("sine", kind).read_text())  # strict JSON: NaN became null
     assert saved["diverged"] is True
@@ -190,14 +203,17 @@ def test_divergence_is_a_result_not_a_crash(sine, kind):
     assert saved["best_val_loss"] is not None and math.isfinite(saved["best_val_loss"])
 
     header, rows = read_curve(paths.train_curve("sine", kind))
-    assert header == ["epoch", "train_loss", "val_loss"]
-    assert len(rows) == metrics["epochs_run"] - 1  # the non-finite epoch is not a row
-    assert all(math.isfinite(float(v)) for row in rows for v in row)
-
-    assert all(np.isfinite(v).all() for v in weights(paths.checkpoint("sine", kind)).values())  # the best so far
-    model = restored(paths.checkpoint("sine", kind))
+    assert header == ["epoch", "replica", "train_loss", "val_loss"]
     data = datasets.load(paths.dataset("sine"))
-    assert fitting.mean_loss(model, *split(data, "val")) == pytest.approx(metrics["best_val_loss"], abs=1e-6)
+    for r, replica in saved["per_replica"].items():
+        assert replica["diverged"] is True
+        mine = [row for row in rows if row[1] == r]
+        assert len(mine) == replica["epochs_run"] - 1  # the non-finite epoch is not a row
+        assert all(math.isfinite(float(v)) for row in mine for v in row)
+        checkpoint = paths.checkpoint("sine", kind)
+        assert all(np.isfinite(v).all() for v in weights(checkpoint, int(r)).values())  # the best so far
+        loss = model_loss(restored(checkpoint, int(r)), *split(data, "val"))
+        assert loss == pytest.approx(replica["best_val_loss"], rel=1e-4, abs=1e-6)
 
 
 def test_a_huge_learning_rate_is_flagged_although_the_loss_stays_finite(sine):
@@ -224,50 +240,65 @@ def test_exploded_is_relative_to_the_untrained_loss_but_at_least_one(loss, refer
 
 def test_fit_reports_divergence_and_keeps_the_best_weights(sine):
     data = datasets.load(Paths().dataset("sine"))
-    model = tiny_model("elman", data)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    stack = tiny_stack("elman", data, (0, 1))
+    initial = [w.detach().clone() for w in stack.weights]
     cfg = dataclasses.replace(sine.train, lr=1e30, epochs=3, patience=3)
-    history = fitting.fit(model, split(data, "train"), split(data, "val"), cfg, seed=0)
-    assert history.diverged
-    assert history.best_epoch == 0 and history.rows == []
-    for name, value in model.state_dict().items():  # nothing finite came after epoch 0: the initial weights
-        assert torch.equal(value, initial[name]), name
+    histories = fitting.fit(stack, split(data, "train"), split(data, "val"), cfg)
+    for history in histories:
+        assert history.diverged
+        assert history.best_epoch == 0 and history.rows == []
+    for value, before in zip(stack.weights, initial):  # nothing finite came after epoch 0: the initial weights
+        assert torch.equal(value, before)
 
 
 # --- clipping -------------------------------------------------------------------------------------------------
 
-def _record_clipping(monkeypatch) -> list[tuple[float, float]]:
+def _record_clipping(monkeypatch) -> list[float]:
     calls = []
-    original = torch.nn.utils.clip_grad_norm_
+    original = fitting.clip_per_replica
 
-    def recording(parameters, max_norm, *args, **kwargs):
-        parameters = list(parameters)
-        result = original(parameters, max_norm, *args, **kwargs)
-        after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters
-                                                      if p.grad is not None]))
-        calls.append((float(max_norm), float(after)))
-        return result
+    def recording(stack, max_norm):
+        calls.append(max_norm)
+        return original(stack, max_norm)
 
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    monkeypatch.setattr(fitting, "clip_per_replica", recording)
     return calls
+
+
+def test_gradients_are_clipped_per_replica():
+    """Each replica's gradient is clipped to its own norm, as clip_grad_norm_ would clip a lone model: a replica
+    with a huge gradient must not shrink another's small one."""
+    stack = ReplicaStack("gru", models.Shape(1, 1, 5, 4, 1), [0, 1])
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 8, 5, 1, generator=g), torch.randn(2, 8, 1, generator=g)
+    y[0] *= 1000  # replica 0's gradient is large, replica 1's small
+    loss = ((stack.predict_next(x) - y) ** 2).mean(dim=(1, 2)).sum()
+    loss.backward()
+    norms = lambda: [float(torch.linalg.vector_norm(torch.stack(  # noqa: E731
+        [torch.linalg.vector_norm(w.grad[r]) for w in stack.weights]))) for r in range(2)]
+    before = norms()
+    assert before[0] > 1.0 > before[1] > 0
+    fitting.clip_per_replica(stack, 1.0)
+    after = norms()
+    assert after[0] == pytest.approx(1.0, rel=1e-5)
+    assert after[1] == before[1]  # untouched
 
 
 def test_gradients_are_clipped_when_clip_norm_is_set(sine, monkeypatch):
     calls = _record_clipping(monkeypatch)
     data = datasets.load(Paths().dataset("sine"))
     cfg = dataclasses.replace(sine.train, clip_norm=0.01, epochs=2, patience=5)
-    history = fitting.fit(tiny_model("rnn", data), split(data, "train"), split(data, "val"), cfg, seed=0)
+    history, = fitting.fit(tiny_stack("rnn", data), split(data, "train"), split(data, "val"), cfg)
     batches = math.ceil(len(data.x_train) / cfg.batch_size)
     assert len(calls) == batches * len(history.rows) == batches * 2  # every optimizer step
-    assert all(max_norm == 0.01 for max_norm, _ in calls)
-    assert all(after <= 0.01 * (1 + 1e-4) for _, after in calls)
+    assert all(max_norm == 0.01 for max_norm in calls)
 
 
 def test_clip_norm_zero_turns_clipping_off(sine, monkeypatch):
     calls = _record_clipping(monkeypatch)
     data = datasets.load(Paths().dataset("sine"))
     cfg = dataclasses.replace(sine.train, clip_norm=0.0, epochs=2)
-    history = fitting.fit(tiny_model("rnn", data), split(data, "train"), split(data, "val"), cfg, seed=0)
+    history, = fitting.fit(tiny_stack("rnn", data), split(data, "train"), split(data, "val"), cfg)
     assert len(history.rows) == 2
     assert calls == []
 
@@ -278,10 +309,10 @@ def test_clip_norm_zero_turns_clipping_off(sine, monkeypatch):
 def test_early_stopping_restores_the_best_weights(sine, lr, patience):
     data = datasets.load(Paths().dataset("sine"))
     train, val = split(data, "train"), split(data, "val")
-    model = tiny_model("elman", data)
+    stack = tiny_stack("elman", data)
     epochs = 200
     cfg = dataclasses.replace(sine.train, lr=lr, patience=patience, epochs=epochs)
-    history = fitting.fit(model, train, val, cfg, seed=0)
+    history, = fitting.fit(stack, train, val, cfg)
 
     epochs_run = history.rows[-1][0]
     assert [row[0] for row in history.rows] == list(range(1, epochs_run + 1))
@@ -291,16 +322,16 @@ def test_early_stopping_restores_the_best_weights(sine, lr, patience):
     val_losses = [row[2] for row in history.rows]
     assert history.best_val_loss == min(val_losses) == val_losses[history.best_epoch - 1]
     assert val_losses[-1] > history.best_val_loss  # so restoring matters
-    assert fitting.mean_loss(model, *val) == pytest.approx(history.best_val_loss, abs=1e-6)
+    assert fitting.mean_loss(stack, *val)[0] == pytest.approx(history.best_val_loss, abs=1e-6)
 
 
 def test_no_early_stop_while_validation_improves(sine):
     data = datasets.load(Paths().dataset("sine"))
     cfg = dataclasses.replace(sine.train, lr=0.01, patience=100, epochs=4)
-    model = tiny_model("gru", data)
-    history = fitting.fit(model, split(data, "train"), split(data, "val"), cfg, seed=0)
+    stack = tiny_stack("gru", data)
+    history, = fitting.fit(stack, split(data, "train"), split(data, "val"), cfg)
     assert [row[0] for row in history.rows] == [1, 2, 3, 4]
-    assert fitting.mean_loss(model, *split(data, "val")) == pytest.approx(history.best_val_loss, abs=1e-6)
+    assert fitting.mean_loss(stack, *split(data, "val"))[0] == pytest.approx(history.best_val_loss, abs=1e-6)
 
 
 # --- devices --------------------------------------------------------------------------------------------------
@@ -351,11 +382,11 @@ def test_checkpoint_round_trip(tmp_path, kind):
     torch.manual_seed(0)
     model = models.build(kind, shape)
     path = tmp_path / "sub" / f"{kind}.npz"
-    checkpoints.save(path, kind, shape, models.state_arrays(model))
+    checkpoints.save(path, kind, shape, [models.state_arrays(model)])
 
     checkpoint = checkpoints.load(path)
     assert (checkpoint.kind, checkpoint.shape) == (kind, shape)
-    assert checkpoint.arrays.keys() == model.state_dict().keys()
+    assert len(checkpoint.replicas) == 1 and checkpoint.replicas[0].keys() == model.state_dict().keys()
 
     loaded = models.restore(checkpoint, CPU)
     assert type(loaded) is type(model)
@@ -364,9 +395,9 @@ def test_checkpoint_round_trip(tmp_path, kind):
         assert torch.equal(loaded.predict_next(x), model.predict_next(x))
 
     again = tmp_path / "again.npz"
-    checkpoints.save(again, kind, shape, models.state_arrays(model))
+    checkpoints.save(again, kind, shape, [models.state_arrays(model)])
     assert again.read_bytes() == path.read_bytes()
-    checkpoints.save(path, kind, shape, models.state_arrays(loaded))  # a reloaded model saves to the same bytes
+    checkpoints.save(path, kind, shape, [models.state_arrays(loaded)])  # a reloaded model saves to the same bytes
     assert again.read_bytes() == path.read_bytes()
 
 
@@ -376,8 +407,8 @@ def test_checkpoint_bytes_depend_on_the_weights(tmp_path):
     a = models.build("gru", shape)
     torch.manual_seed(1)
     b = models.build("gru", shape)
-    checkpoints.save(tmp_path / "a.npz", "gru", shape, models.state_arrays(a))
-    checkpoints.save(tmp_path / "b.npz", "gru", shape, models.state_arrays(b))
+    checkpoints.save(tmp_path / "a.npz", "gru", shape, [models.state_arrays(a)])
+    checkpoints.save(tmp_path / "b.npz", "gru", shape, [models.state_arrays(b)])
     assert (tmp_path / "a.npz").read_bytes() != (tmp_path / "b.npz").read_bytes()
 
 
@@ -390,7 +421,7 @@ def test_damaged_checkpoints_are_artifact_errors(tmp_path):
 
     shape = models.Shape(1, 1, 5, 4, 1)
     good = tmp_path / "good.npz"
-    checkpoints.save(good, "lstm", shape, models.state_arrays(models.build("lstm", shape)))
+    checkpoints.save(good, "lstm", shape, [models.state_arrays(models.build("lstm", shape))])
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
     with pytest.raises(ArtifactError) as info:
@@ -398,14 +429,14 @@ def test_damaged_checkpoints_are_artifact_errors(tmp_path):
     assert str(truncated) in info.value.message
 
     mismatched = tmp_path / "mismatched.npz"  # readable, but its weights do not fit the model it names
-    checkpoints.save(mismatched, "gru", shape, models.state_arrays(models.build("lstm", shape)))
+    checkpoints.save(mismatched, "gru", shape, [models.state_arrays(models.build("lstm", shape))])
     with pytest.raises(ArtifactError) as info:
         restored(mismatched)
     assert str(mismatched) in info.value.message
 
     incomplete = tmp_path / "incomplete.npz"  # a weight missing must not leave a randomly initialised one
     arrays = {k: v for k, v in models.state_arrays(models.build("elman", shape)).items() if k != "h0"}
-    checkpoints.save(incomplete, "elman", shape, arrays)
+    checkpoints.save(incomplete, "elman", shape, [arrays])
     with pytest.raises(ArtifactError) as info:
         restored(incomplete)
     assert str(incomplete) in info.value.message
@@ -430,29 +461,114 @@ def test_train_stage_outputs(sine, kind):
     assert set(saved) == METRIC_KEYS
     assert saved == metrics
     assert saved["device"] == "cpu"
-    assert saved["diverged"] is False
-    assert isinstance(saved["epochs_run"], int) and isinstance(saved["best_epoch"], int)
-    assert 0 <= saved["best_epoch"] <= saved["epochs_run"] <= sine.train.epochs
-    for key in ("best_val_loss", "final_train_loss", "final_val_loss"):
-        assert math.isfinite(saved[key])
+    assert saved["diverged"] is False and saved["diverged_replicas"] == 0
+    learned = kind in models.MODELS
+    replicas = sine.train.replicas if learned else 1
+    assert saved["replicas"] == replicas and saved["deterministic"] is (not learned)
+    assert list(saved["per_replica"]) == [str(r) for r in range(replicas)]
 
     header, rows = read_curve(paths.train_curve("sine", kind))
-    assert header == ["epoch", "train_loss", "val_loss"]
+    assert header == ["epoch", "replica", "train_loss", "val_loss"]
     data = datasets.load(paths.dataset("sine"))
     checkpoint = checkpoints.load(paths.checkpoint("sine", kind))
-    if kind in models.MODELS:
-        model = models.restore(checkpoint, CPU)
-        assert saved["parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
-        assert fitting.mean_loss(model, *split(data, "val")) == pytest.approx(saved["best_val_loss"], abs=1e-6)
-        assert [int(r[0]) for r in rows] == list(range(1, saved["epochs_run"] + 1))
-    else:
-        model = baselines.restore(checkpoint)
-        val = np.mean((model.predict_next(data.scaled(data.x_val)) - data.scaled(data.y_val)) ** 2)
-        assert val == pytest.approx(saved["best_val_loss"], rel=1e-6, abs=1e-12)
-        assert saved["parameters"] == 0 and saved["epochs_run"] == 0
-        assert [int(r[0]) for r in rows] == [0]
-    assert float(rows[-1][1]) == pytest.approx(saved["final_train_loss"], rel=1e-6)
-    assert float(rows[-1][2]) == pytest.approx(saved["final_val_loss"], rel=1e-6)
+    assert len(checkpoint.replicas) == replicas
+    for r, replica in saved["per_replica"].items():
+        assert set(replica) == REPLICA_KEYS | ({"seed"} if learned else set())
+        assert isinstance(replica["epochs_run"], int) and isinstance(replica["best_epoch"], int)
+        assert 0 <= replica["best_epoch"] <= replica["epochs_run"] <= sine.train.epochs
+        for key in ("best_val_loss", "final_train_loss", "final_val_loss"):
+            assert math.isfinite(replica[key])
+        mine = [row for row in rows if row[1] == r]
+        if learned:
+            assert replica["seed"] == training.replica_seed(sine.seed, int(r))
+            model = models.restore(checkpoint, CPU, int(r))
+            assert saved["parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
+            loss = model_loss(model, *split(data, "val"))
+            assert loss == pytest.approx(replica["best_val_loss"], rel=1e-4, abs=1e-6)
+            assert [int(row[0]) for row in mine] == list(range(1, replica["epochs_run"] + 1))
+        else:
+            model = baselines.restore(checkpoint)
+            val = np.mean((model.predict_next(data.scaled(data.x_val)) - data.scaled(data.y_val)) ** 2)
+            assert val == pytest.approx(replica["best_val_loss"], rel=1e-5, abs=1e-12)
+            assert saved["parameters"] == 0 and replica["epochs_run"] == 0
+            assert [int(row[0]) for row in mine] == [0]
+        assert float(mine[-1][2]) == pytest.approx(replica["final_train_loss"], rel=1e-6)
+        assert float(mine[-1][3]) == pytest.approx(replica["final_val_loss"], rel=1e-6)
+    for key in ("best_val_loss", "final_train_loss", "final_val_loss", "best_epoch", "epochs_run"):
+        values = [replica[key] for replica in saved["per_replica"].values()]
+        assert saved[key] == pytest.approx(float(np.median(values)), rel=1e-5)
+
+
+# --- replicas -----------------------------------------------------------------------------------------------------
+
+def test_replica_seeds_are_distinct_and_replica_zero_is_the_seed():
+    assert [training.replica_seed(s, 0) for s in range(5)] == list(range(5))
+    seeds = [training.replica_seed(s, r) for s in range(100) for r in range(10)]
+    assert len(set(seeds)) == len(seeds)  # no two (seed, replica) pairs share a stream, e.g. seed 1 vs replica 1
+    assert all(isinstance(s, int) and 0 <= s < 2 ** 32 for s in seeds)
+    assert training.replica_seed(0, 1) == training.replica_seed(0, 1)  # a pure function of (seed, replica)
+
+
+@pytest.mark.parametrize("kind", models.MODELS.names())
+def test_one_replica_trains_exactly_as_a_lone_model(sine, kind):
+    """`replicas: 1` is the single run of before, to the bit: a plain model, Adam, clip_grad_norm_, the
+    seed's own batch order and the best validation epoch kept, written out here without the replica stack."""
+    data = datasets.load(Paths().dataset("sine"))
+    (x, y), val = split(data, "train"), split(data, "val")
+    cfg = dataclasses.replace(sine.train, epochs=3, patience=3)
+    stack = tiny_stack(kind, data, (7,))
+    fitting.fit(stack, (x, y), val, cfg)
+
+    torch.manual_seed(7)
+    model = models.build(kind, tiny_shape(data))
+    order, optimizer = torch.Generator().manual_seed(7), fitting.Adam(model.parameters(), lr=cfg.lr)
+    best, best_state = model_loss(model, *val), {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(cfg.epochs):
+        model.train()
+        for index in torch.randperm(len(x), generator=order).split(cfg.batch_size):
+            loss = torch.nn.functional.mse_loss(model.predict_next(x[index]), y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            optimizer.step()
+        model.eval()
+        if model_loss(model, *val) < best:
+            best, best_state = model_loss(model, *val), {k: v.clone() for k, v in model.state_dict().items()}
+    for name, value in stack.state_arrays(0).items():
+        assert np.array_equal(value, best_state[name].numpy()), name
+
+
+@pytest.mark.parametrize("kind", models.MODELS.names())
+def test_replicas_train_as_they_would_alone(sine, kind):
+    """Side by side in one network, each replica follows its lone run: only float32 round-off (the kernels sum
+    over a longer, zero-padded state) separates them."""
+    data = datasets.load(Paths().dataset("sine"))
+    cfg = dataclasses.replace(sine.train, epochs=2, patience=2)
+    seeds = [training.replica_seed(0, r) for r in range(3)]
+    together = tiny_stack(kind, data, seeds)
+    histories = fitting.fit(together, split(data, "train"), split(data, "val"), cfg)
+    for r, seed in enumerate(seeds):
+        alone = tiny_stack(kind, data, (seed,))
+        history, = fitting.fit(alone, split(data, "train"), split(data, "val"), cfg)
+        assert [row[0] for row in history.rows] == [row[0] for row in histories[r].rows]
+        for name, value in alone.state_arrays(0).items():
+            np.testing.assert_allclose(together.state_arrays(r)[name], value, rtol=0, atol=1e-5, err_msg=name)
+    first = together.state_arrays(0)
+    assert all(any(not np.array_equal(together.state_arrays(r)[n], first[n]) for n in first) for r in (1, 2))
+
+
+def test_one_and_five_replicas_write_the_same_schema(project):
+    raw = tiny_params()
+    loaded = params.load("params.yaml")
+    generate.run(loaded, "sine")
+    keys = []
+    for replicas in (1, 5):
+        raw["train"]["replicas"] = replicas
+        write_params(project, raw)
+        metrics = training.run(params.load("params.yaml"), "sine", "gru")
+        assert metrics["replicas"] == replicas and len(metrics["per_replica"]) == replicas
+        keys.append((set(metrics), {k for row in metrics["per_replica"].values() for k in row}))
+    assert keys[0] == keys[1]
 
 
 # --- the optimiser ----------------------------------------------------------------------------------------------

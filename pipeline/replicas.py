@@ -1,0 +1,141 @@
+"""R replicas of one learned model, trained as one network: their weights sit block-diagonally in a single
+recurrent layer that torch's fused kernel (the one nn.RNN/GRU/LSTM run) advances in one call per batch.
+
+Why: one replica of a tiny model spends its time in per-call overhead, not arithmetic, so R replicas in turn cost
+almost R times one. Laid side by side in a hidden state of R*H units, with every cross-replica weight held at
+exactly zero, they cost one call of a slightly larger kernel. The replicas stay independent: replica r reads only
+its own slice of the input (its own batch, in its own order), the zero blocks are not parameters (they are built
+from the per-replica weights on each forward), so no gradient ever reaches them, and every loss, clip and
+early-stopping decision is per replica (fitting.fit).
+
+Each replica starts from exactly the weights a single run with its seed would build (`torch.manual_seed(seed)`,
+then `models.build`), and the weights come back out under the single model's names, so checkpoints, the numpy
+forward (inference.py) and `models.restore` see ordinary models. With one replica every tensor the kernel sees is
+the single model's own, so `replicas: 1` trains exactly as a single model does (tests/test_training.py checks
+the bits).
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import models
+from pipeline.checkpoints import Shape
+
+GATES = {"elman": 1, "concat": 1, "rnn": 1, "gru": 3, "lstm": 4}
+# Replicas per kernel call. torch runs an LSTM on the CPU through oneDNN, which is already efficient for one
+# replica and becomes compute-bound on R times the block-diagonal work, so LSTM replicas take turns; every
+# other kind is dominated by per-call overhead and trains all replicas in one call. Measured for one training
+# step at hidden 16, batch 64, 1 thread (1 / 5 replicas side by side, ms): gru 5.2 / 10.5 over 15 steps and
+# 30.7 / 65.6 over 100; rnn 2.4 / 4.0 and 10.5 / 22.4; lstm 1.4 / 5.9 and 6.3 / 39.0.
+GROUP = {"lstm": 1}
+KERNELS = {"elman": torch.rnn_tanh, "concat": torch.rnn_tanh, "rnn": torch.rnn_tanh, "gru": torch.gru,
+           "lstm": torch.lstm}
+
+
+def block_diagonal(weight: torch.Tensor, gates: int) -> torch.Tensor:
+    """(R, G*H, n) per-replica weights -> (G*R*H, R*n): gate g of replica r lands at rows g*R*H + r*H and
+    columns r*n, every other entry an exact zero. The layout torch's kernels expect for R*H hidden units."""
+    replicas, rows, n = weight.shape
+    hidden = rows // gates
+    eye = torch.eye(replicas, dtype=weight.dtype, device=weight.device)
+    full = torch.einsum("rghn,rs->grhsn", weight.reshape(replicas, gates, hidden, n), eye)
+    return full.reshape(gates * replicas * hidden, replicas * n)
+
+
+def gate_major(bias: torch.Tensor, gates: int) -> torch.Tensor:
+    """(R, G*H) per-replica biases -> (G*R*H,), in the row order of `block_diagonal`."""
+    replicas, rows = bias.shape
+    return bias.reshape(replicas, gates, rows // gates).transpose(0, 1).reshape(-1)
+
+
+def side_by_side(x: torch.Tensor) -> torch.Tensor:
+    """(R, B, T, F) -> (B, T, R*F): each replica's input in its own slice of the features."""
+    replicas, batch, steps, features = x.shape
+    return x.permute(1, 2, 0, 3).reshape(batch, steps, replicas * features)
+
+
+class ReplicaStack(nn.Module):
+    """R models of one kind and shape; `predict_next(x)` maps (R, B, T, F) inputs to (R, B, F_out)."""
+
+    def __init__(self, kind: str, shape: Shape, seeds: Sequence[int]) -> None:
+        super().__init__()
+        if kind not in GATES:
+            raise ValueError(f"no replica stack for model kind '{kind}'")
+        members = []
+        for seed in seeds:
+            torch.manual_seed(seed)  # exactly the initialisation a single run with this seed gets
+            members.append(models.build(kind, shape))
+        self.kind, self.shape, self.seeds = kind, shape, list(seeds)
+        self.names = [name for name, _ in members[0].named_parameters()]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([dict(m.named_parameters())[name].detach() for m in members]))
+            for name in self.names)
+
+    @property
+    def replicas(self) -> int:
+        return len(self.seeds)
+
+    def named(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.weights))
+
+    def parameters_per_replica(self) -> int:
+        return sum(w[0].numel() for w in self.weights)
+
+    def state_arrays(self, replica: int) -> dict[str, np.ndarray]:
+        """One replica's weights under the single model's names, as numpy arrays on the CPU."""
+        return {name: w[replica].detach().cpu().numpy() for name, w in self.named().items()}
+
+    def _layers(self, group: slice
+                ) -> tuple[list[tuple[torch.Tensor, ...]], tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """Per layer (W_ih, W_hh, b_ih, b_hh), each with a leading replica axis; the head; elman's h0; for the
+        replicas in `group`."""
+        w, s = {name: weight[group] for name, weight in self.named().items()}, self.shape
+        if self.kind == "elman":
+            layers = [(w[f"Wxh.{i}.weight"], w[f"Whh.{i}.weight"], w[f"Wxh.{i}.bias"], w[f"Whh.{i}.bias"])
+                      for i in range(s.layers)]
+            return layers, (w["Why.weight"], w["Why.bias"]), w["h0"]
+        if self.kind == "concat":
+            layers = []
+            for i in range(s.layers):
+                weight, n_in = w[f"i2h.{i}.weight"], (s.input_size if i == 0 else s.hidden)
+                layers.append((weight[:, :, :n_in], weight[:, :, n_in:], w[f"i2h.{i}.bias"],
+                               torch.zeros_like(w[f"i2h.{i}.bias"])))
+            return layers, (w["h2o.weight"], w["h2o.bias"]), None
+        layers = [tuple(w[f"rnn.{p}_l{i}"] for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                  for i in range(s.layers)]
+        return layers, (w["head.weight"], w["head.bias"]), None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(R, B, T, F) -> (R, B, T, F_out): every step's prediction, as SequenceModel's forward gives it."""
+        size = GROUP.get(self.kind, self.replicas)
+        groups = [slice(start, start + size) for start in range(0, self.replicas, size)]
+        outputs = [self._forward(x[group], group) for group in groups]
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _forward(self, x: torch.Tensor, group: slice) -> torch.Tensor:
+        replicas, batch, steps, _ = x.shape
+        gates, hidden, n_layers = GATES[self.kind], self.shape.hidden, self.shape.layers
+        layers, (head_w, head_b), h0 = self._layers(group)
+        flat = []
+        for w_ih, w_hh, b_ih, b_hh in layers:
+            flat += [block_diagonal(w_ih, gates), block_diagonal(w_hh, gates), gate_major(b_ih, gates),
+                     gate_major(b_hh, gates)]
+        if h0 is None:
+            h = x.new_zeros(n_layers, batch, replicas * hidden)
+        else:  # (R, layers, 1, H) -> (layers, B, R*H)
+            h = h0.permute(1, 2, 0, 3).expand(n_layers, batch, replicas, hidden).reshape(n_layers, batch, -1)
+        inputs = side_by_side(x)
+        if self.kind == "lstm":
+            seq = KERNELS["lstm"](inputs, [h, torch.zeros_like(h)], flat, True, n_layers, 0.0, self.training,
+                                  False, True)[0]
+        else:
+            seq = KERNELS[self.kind](inputs, h.contiguous(), flat, True, n_layers, 0.0, self.training, False,
+                                     True)[0]
+        out = nn.functional.linear(seq, block_diagonal(head_w, 1), gate_major(head_b, 1))  # (B, T, R*F_out)
+        return out.reshape(batch, steps, replicas, -1).permute(2, 0, 1, 3)
+
+    def predict_next(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x)[:, :, -1]
