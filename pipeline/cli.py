@@ -119,5 +119,19 @@ def check(params_path: str) -> None:
                f"device {params.device})")
 
 
+@cli.command()
+@click.argument("a", default="HEAD", required=False)
+@click.argument("b", default="workspace", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows instead of the table.")
+def diff(a: str, b: str, as_json: bool) -> None:
+    """Compare the eval metrics of A (default HEAD) with B (default the workspace), pair by pair.
+
+    A and B are git revisions, experiment names or `workspace`. Each headline metric gets the two medians over
+    replicas and a verdict, better / worse / within seed noise / unchanged, from an exact rank test over replicas."""
+    from pipeline import diff as stage
+
+    click.echo(stage.run(a, b, as_json))
+
+
 def main() -> None:
     cli(prog_name="python -m pipeline")
