@@ -1,9 +1,11 @@
 """Matplotlib figures (PNG). Only stages that draw import this module, so the others skip matplotlib's import.
 
-Truth is always black, context grey; each model keeps one colour across every figure of a run.
+Truth is always black, context grey; each model keeps one colour across every figure of a run. A learned model
+is trained as R replicas: its line is the median replica's (the one whose rollout RMSE, or test RMSE without a
+rollout, is the median), and a shaded band of the same colour spans the minimum to the maximum over all replicas
+at each step. The baselines are deterministic, one fit: a line without a band.
 """
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -13,10 +15,11 @@ matplotlib.use("Agg")  # no display on CI or inside `dvc repro`
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.artifacts import atomic_path  # noqa: E402
+from pipeline.artifacts import atomic_path, spread_text  # noqa: E402
 from pipeline.datasets import Dataset  # noqa: E402
 
 PREDICTION = "tab:orange"
+BAND_ALPHA = 0.22  # the replicas' min-max band, in its line's colour
 FEATURE_STYLES = [{"context": "-", "truth": "--", "prediction": "-"},
                   {"context": ":", "truth": (0, (1, 1)), "prediction": "-."}]
 
@@ -44,10 +47,31 @@ def _value_label(data: Dataset, feature: str) -> str:
     return f"{feature} (original units)"
 
 
-def _rollout_axes(ax, data: Dataset, seq: int, predictions: dict[str, np.ndarray], colors: dict[str, str]) -> None:
-    """Context, truth and each model's prediction for one held-out sequence, every feature."""
+def _band(stack: np.ndarray, low: float | None = None, high: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max over the leading (replica) axis, clipped to [low, high] (default: the finite values' range).
+    A replica that blew up (inf or NaN) pushes the band to the clip edge instead of breaking the fill."""
+    arr = np.asarray(stack, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    if low is None:
+        low = float(finite.min()) if finite.size else 0.0
+    if high is None:
+        high = float(finite.max()) if finite.size else max(1.0, low)
+    lo = np.where(np.isnan(arr), low, arr).min(axis=0)
+    hi = np.where(np.isnan(arr), high, arr).max(axis=0)
+    return np.clip(lo, low, high), np.clip(hi, low, high)
+
+
+def _rollout_axes(ax, data: Dataset, seq: int, predictions: dict[str, np.ndarray], colors: dict[str, str],
+                  replicas: dict[str, np.ndarray] | None = None, labels: dict[str, str] | None = None) -> None:
+    """Context, truth and each model's prediction for one held-out sequence, every feature. `predictions` holds
+    what each line draws (M, H, F); `replicas`, where a model has more than one, all of them (R, M, H, F) for its
+    min-max band."""
+    replicas, labels = replicas or {}, labels or {}
     window, steps = data.meta["window"], data.rollout_target.shape[1]
     before, after = _time(data, np.arange(-window + 1, 1)), _time(data, np.arange(1, steps + 1))
+    known = np.concatenate([data.rollout_context[seq].ravel(), data.rollout_target[seq].ravel()])
+    low, high = float(known.min()), float(known.max())
+    margin = 0.5 * (high - low) + 1e-6
     for f, feature in enumerate(data.meta["features"]):
         suffix = f" {feature}" if data.meta["n_features"] > 1 else ""
         style = FEATURE_STYLES[f % len(FEATURE_STYLES)]  # colour tells models apart, line style features
@@ -56,13 +80,13 @@ def _rollout_axes(ax, data: Dataset, seq: int, predictions: dict[str, np.ndarray
         ax.plot(after, data.rollout_target[seq, :, f], color="black", ls=style["truth"], lw=1.5,
                 label=f"truth{suffix}")
         for name, pred in predictions.items():
+            if name in replicas:  # the band goes under the line; clipped just beyond the axes' limits
+                lo, hi = _band(replicas[name][:, seq, :, f], low - 2 * margin, high + 2 * margin)
+                ax.fill_between(after, lo, hi, color=colors[name], alpha=BAND_ALPHA, lw=0)
             ax.plot(after, pred[seq, :, f], color=colors[name], lw=1.2, ls=style["prediction"],
-                    label=f"{name}{suffix}")
+                    label=f"{labels.get(name, name)}{suffix}")
     ax.axvline(0, color="grey", lw=0.8, ls=":")
     if predictions:  # a diverging model must not squash the truth into a flat line: clip to the truth's range
-        known = np.concatenate([data.rollout_context[seq].ravel(), data.rollout_target[seq].ravel()])
-        low, high = float(known.min()), float(known.max())
-        margin = 0.5 * (high - low) + 1e-6
         ax.set_ylim(low - margin, high + margin)
     ax.set_xlabel(f"{data.meta['time_label']} (0 = last known value)")
     ax.set_ylabel(_value_label(data, ", ".join(data.meta["features"])))
@@ -92,48 +116,97 @@ def dataset_preview(path: Path, data: Dataset) -> None:
     _save(fig, path)
 
 
-def _read_curve(path: Path) -> dict[str, np.ndarray]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: np.array([float(r[key]) for r in rows]) for key in (rows[0] if rows else {})}
+def _replica_curves(rows: list[dict]) -> dict[int, dict[str, np.ndarray]]:
+    """The long-format loss curve (epoch, replica, train_loss, val_loss) as one set of arrays per replica."""
+    curves: dict[int, dict[str, list[float]]] = {}
+    for r in rows:
+        curve = curves.setdefault(int(r["replica"]), {"epoch": [], "train_loss": [], "val_loss": []})
+        for key in curve:
+            curve[key].append(float(r[key]))
+    return {rep: {k: np.array(v) for k, v in curve.items()} for rep, curve in sorted(curves.items())}
 
 
-def pair_figure(path: Path, data: Dataset, model: str, curve_path: Path, result: dict) -> None:
-    """Loss curves, rollout against the truth (context shown) and error against horizon for one pair."""
+def _loss_axes(ax, rows: list[dict], median: int) -> None:
+    """Train and validation loss per epoch: every replica a thin line, the median replica a thick one."""
+    curves = _replica_curves(rows)
+    if curves:
+        several = len(curves) > 1
+        others = len(curves) - 1
+        for rep, curve in curves.items():
+            main = rep == median or not several
+            marker = "o" if len(curve["epoch"]) == 1 else None
+            for key, color, name in (("train_loss", "tab:blue", "train"), ("val_loss", "tab:orange", "validation")):
+                if not several:
+                    label = name
+                elif main:
+                    label = f"{name}, median replica"
+                else:
+                    label = f"{name}, other {others} replicas" if rep == min(set(curves) - {median}) else None
+                ax.plot(curve["epoch"], curve[key], marker=marker, color=color, label=label,
+                        lw=1.6 if main else 0.7, alpha=1.0 if main else 0.5, zorder=3 if main else 2)
+        losses = np.concatenate([c[k] for c in curves.values() for k in ("train_loss", "val_loss")])
+        losses = losses[np.isfinite(losses)]
+        if len(losses) and losses.min() > 0 and losses.max() > 10 * losses.min():  # log only where it spans a
+            ax.set_yscale("log")  # decade: within one, matplotlib labels minor ticks as "1.66x10^-1", off the margin
+        ax.legend(fontsize=8)
+    title = "loss per epoch" + (f", {len(curves)} replicas" if len(curves) > 1 else "")
+    ax.set(title=title, xlabel="epoch", ylabel="MSE (scaled units)")
+
+
+def _headline(metrics: dict, key: str, section: str, name: str, digits: int | None = 3) -> str:
+    """`0.122 [0.026-0.248]` for one headline metric of an evaluate stage's metrics."""
+    spread = metrics["spread"].get(key, {})
+    return spread_text(metrics[section][name], spread.get("min"), spread.get("max"), int(metrics["replicas"]),
+                       digits)
+
+
+def pair_figure(path: Path, data: Dataset, model: str, curve: list[dict], result: dict) -> None:
+    """Loss curves, rollout against the truth (context shown) and error against horizon for one pair: the
+    median replica's lines, with a band over all replicas (min-max per step) where there are several."""
     fig, (ax_loss, ax_roll, ax_err) = plt.subplots(1, 3, figsize=(16, 4.5))
-    curve = _read_curve(curve_path) if curve_path.exists() else {}
-    if len(curve.get("epoch", [])):
-        marker = "o" if len(curve["epoch"]) == 1 else None
-        ax_loss.plot(curve["epoch"], curve["train_loss"], marker=marker, color="tab:blue", label="train")
-        ax_loss.plot(curve["epoch"], curve["val_loss"], marker=marker, color="tab:orange", label="validation")
-        losses = np.concatenate([curve["train_loss"], curve["val_loss"]])
-        if losses.min() > 0 and losses.max() > 10 * losses.min():  # log only where it spans a decade: within
-            ax_loss.set_yscale("log")  # one, matplotlib labels minor ticks as long as "1.66x10^-1", off the margin
-        ax_loss.legend()
-    ax_loss.set(title="loss per epoch", xlabel="epoch", ylabel="MSE (scaled units)")
+    metrics, median = result["metrics"], result["median_replica"]
+    n = len(result["pred_test"])
+    _loss_axes(ax_loss, curve, median)
+    what = f"median of {n} replicas (band: min-max)" if n > 1 else None
     if "pred_rollout" in result:
-        _rollout_axes(ax_roll, data, 0, {model: result["pred_rollout"]}, {model: PREDICTION})
+        replicas = result["pred_rollout"]
+        _rollout_axes(ax_roll, data, 0, {model: replicas[median]}, {model: PREDICTION},
+                      {model: replicas} if n > 1 else {}, {model: f"{model}, {what}" if what else model})
         ax_roll.set_title(f"free-running rollout, held-out sequence 1 of {len(data.rollout_target)}")
         ax_roll.legend(fontsize=7)
         errors = result["horizon_errors"]
-        ax_err.plot(np.arange(1, len(errors) + 1), errors, color=PREDICTION, label=model)
-        ax_err.axhline(result["threshold"], color="grey", ls="--", lw=1,
-                       label=f"tolerance (valid for {result['metrics']['rollout']['valid_horizon']} steps)")
+        steps = np.arange(1, errors.shape[1] + 1)
+        if n > 1:  # on the log axis the band starts no lower than the smallest positive error
+            positive = errors[np.isfinite(errors) & (errors > 0)]
+            lo, hi = _band(errors, float(positive.min()) if positive.size else 1e-12, None)
+            ax_err.fill_between(steps, lo, hi, color=PREDICTION, alpha=BAND_ALPHA, lw=0)
+        ax_err.plot(steps, errors[median], color=PREDICTION, label=f"{model}, {what}" if what else model)
+        valid = _headline(metrics, "valid_horizon", "rollout", "valid_horizon", digits=None)
+        ax_err.axhline(result["threshold"], color="grey", ls="--", lw=1, label=f"tolerance (valid for {valid} steps)")
         ax_err.set_yscale("log")
         ax_err.set(title="rollout error against horizon", xlabel="steps ahead",
                    ylabel="RMSE over held-out sequences (original units)")
-        ax_err.legend()
+        ax_err.legend(fontsize=8)
     else:
-        truth, pred = data.y_test[:, 0], result["pred_test"][:, 0]
-        ax_roll.scatter(truth, pred, s=6, color=PREDICTION, label=model)
+        truth, pred = data.y_test[:, 0], result["pred_test"][median, :, 0]
+        if n > 1:  # each test point's range over the replicas
+            lo, hi = _band(result["pred_test"][:, :, 0])
+            ax_roll.vlines(truth, lo, hi, color=PREDICTION, alpha=0.5, lw=1, label=f"min-max of {n} replicas")
+        ax_roll.scatter(truth, pred, s=6, color=PREDICTION, label=f"{model}, median replica" if n > 1 else model)
         low, high = float(min(truth.min(), pred.min())), float(max(truth.max(), pred.max()))
         ax_roll.plot([low, high], [low, high], color="black", ls="--", lw=1, label="perfect")
         ax_roll.set(title="test set: prediction against truth (no rollout: not autoregressive)",
                     xlabel="true target (original units)", ylabel="predicted target (original units)")
-        ax_roll.legend()
-        ax_err.hist(pred - truth, bins=40, color=PREDICTION)
-        ax_err.set(title="test errors", xlabel="prediction - truth (original units)", ylabel="count")
-    fig.suptitle(f"{data.meta['name']} / {model}: test RMSE {result['metrics']['test']['rmse']}")
+        ax_roll.legend(fontsize=8)
+        errors = (pred - truth).astype(np.float64)
+        spread = float(np.ptp(errors)) if len(errors) else 0.0  # errors all alike (one bin) cannot make 40 bins
+        ax_err.hist(errors, bins=40 if spread > 1e-9 * (1 + float(np.abs(errors).max())) else 1, color=PREDICTION)
+        ax_err.set(title="test errors" + (" of the median replica" if n > 1 else ""),
+                   xlabel="prediction - truth (original units)", ylabel="count")
+    how = (f"median [min-max] of {n} replicas, replica {median} drawn" if n > 1
+           else "deterministic, one fit" if metrics.get("deterministic") else "one replica")
+    fig.suptitle(f"{data.meta['name']} / {model}: test RMSE {_headline(metrics, 'test_rmse', 'test', 'rmse')} "
+                 f"({how})")
     fig.subplots_adjust(**PAIR_MARGINS)
     _save(fig, path)
 
@@ -143,19 +216,33 @@ def model_colors(models: list[str]) -> dict[str, str]:
     return {name: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, name in enumerate(models)}
 
 
-def compare_figure(path: Path, data: Dataset, predictions: dict[str, np.ndarray], test_rmse: dict[str, float]) -> None:
-    """Every model of one dataset on one figure: rollouts against the truth, or test RMSE bars if no rollout."""
-    colors = model_colors(list(test_rmse))
+def compare_figure(path: Path, data: Dataset, results: dict[str, dict]) -> None:
+    """Every model of one dataset on one figure (`results`: model -> report.pair_result): each model's median
+    replica's rollout with a band over its replicas against the truth, or, with no rollout, median test RMSE bars
+    with min-max whiskers."""
+    colors = model_colors(list(results))
     fig, ax = plt.subplots(figsize=(12, 5))
-    if predictions:
-        _rollout_axes(ax, data, 0, predictions, colors)
-        ax.set_title(f"{data.meta['name']}: every model's free-running rollout, held-out sequence 1")
+    rollout = data.has_rollout and all("pred_rollout" in r for r in results.values())
+    if rollout:
+        predictions = {m: r["pred_rollout"][r["median_replica"]] for m, r in results.items()}
+        replicas = {m: r["pred_rollout"] for m, r in results.items() if len(r["pred_rollout"]) > 1}
+        _rollout_axes(ax, data, 0, predictions, colors, replicas)
+        ax.set_title(f"{data.meta['name']}: every model's free-running rollout, held-out sequence 1 "
+                     f"(line: median replica, band: min-max over replicas; baselines: one fit)", fontsize=10)
         ax.legend(fontsize=8, ncol=2)
     else:
-        names = list(test_rmse)
-        ax.barh(names, [test_rmse[n] for n in names], color=[colors[n] for n in names])
+        names = list(results)
+        metrics = [results[n]["metrics"] for n in names]
+        median = np.array([m["test"]["rmse"] for m in metrics], dtype=float)
+        low = np.array([m["spread"]["test_rmse"]["min"] for m in metrics], dtype=float)
+        high = np.array([m["spread"]["test_rmse"]["max"] for m in metrics], dtype=float)
+        ax.barh(names, median, color=[colors[n] for n in names])
+        several = [i for i, n in enumerate(names) if len(results[n]["pred_test"]) > 1]  # one fit: no whiskers
+        if several:
+            ax.errorbar(median[several], several, fmt="none", ecolor="black", capsize=3, lw=1,
+                        xerr=np.maximum(np.vstack([median - low, high - median])[:, several], 0))
         ax.invert_yaxis()
-        ax.set(title=f"{data.meta['name']}: test RMSE per model (lower is better)",
+        ax.set(title=f"{data.meta['name']}: test RMSE per model, median with min-max over replicas (lower is better)",
                xlabel="test RMSE (original units)")
-    fig.subplots_adjust(**(COMPARE_MARGINS if predictions else BARS_MARGINS))
+    fig.subplots_adjust(**(COMPARE_MARGINS if rollout else BARS_MARGINS))
     _save(fig, path)

@@ -1,26 +1,53 @@
 """Compare every model with the baselines: per-dataset comparison plots, the summary metrics and the leaderboard.
 
-Skill is 1 - MSE_model / MSE_persistence: above 0 beats repeating the last value, 1 is perfect. Files are read
-for the (dataset, model) pairs named in params.yaml only, so results left over from a removed dataset or model
-never slip into the comparison.
+Every learned pair is trained as R replicas (`train.replicas`, training seeds derived from `seed`); the evaluate
+stage writes the median over replicas under each headline name (`test.rmse`, `rollout.rmse`,
+`rollout.valid_horizon`), their `spread` (min, q1, q3, max), every replica's own numbers (`per_replica`) and the
+replica drawn as "the median" in figures (`median_replica`). The baselines are deterministic: one fit, one replica.
+So here:
+
+- the leaderboard ranks by the median and shows each headline number with its range over the replicas,
+  `0.122 [0.026-0.248]` (a single replica, as every baseline has, shows just the number), and in how many of its
+  R replicas a model beats persistence;
+- the comparison CSVs hold the median replica's curve plus `<column>_min` / `<column>_max` over all replicas, so
+  that `dvc plots` draws a line with a band (templates in .dvc/plots/); the figures do the same.
+
+Skill is 1 - MSE_model / MSE_persistence, from median MSEs: above 0 beats repeating the last value, 1 is perfect.
+Files are read for the (dataset, model) pairs named in params.yaml only, so results left over from a removed
+dataset or model never slip into the comparison.
 """
 
 import csv
 import math
 
-import numpy as np
-
 from pipeline import datasets
-from pipeline.artifacts import Paths, atomic_path, read_arrays, read_json, write_csv, write_json
+from pipeline.artifacts import (Paths, atomic_path, number_text, read_arrays, read_json, spread_text, write_csv,
+                                write_json)
 from pipeline.errors import ArtifactError
 from pipeline.params import Params
 
 COMPARE_HEADERS = {
-    "loss": ["epoch", "model", "train_loss", "val_loss"],
-    "horizon": ["step", "model", "rmse"],
-    "rollout": ["step", "model", "value"],
+    "loss": ["epoch", "model", "train_loss", "val_loss", "val_loss_min", "val_loss_max"],
+    "horizon": ["step", "model", "rmse", "rmse_min", "rmse_max"],
+    "rollout": ["step", "model", "value", "value_min", "value_max"],
 }
+# The per-pair files compare reads, with the columns it needs (REPLICAS-CONTRACT.md).
+PAIR_COLUMNS = {
+    "train": ["epoch", "replica", "train_loss", "val_loss"],
+    "horizon": ["step", "rmse", "rmse_min", "rmse_max"],
+    "rollout": ["sequence", "feature", "step", "prediction", "prediction_min", "prediction_max"],
+}
+HEADLINE = ("test_rmse", "rollout_rmse", "valid_horizon")  # shown with their spread
+LEADERBOARD_COLUMNS = [
+    "dataset", "rank", "model", "kind", "replicas",
+    "test_rmse", "test_rmse_min", "test_rmse_max", "test_skill",
+    "rollout_rmse", "rollout_rmse_min", "rollout_rmse_max", "rollout_skill",
+    "valid_horizon", "valid_horizon_min", "valid_horizon_max",
+    "beats_persistence", "diverged", "diverged_replicas",
+]
 
+
+# --- the report stage ------------------------------------------------------------------------------------------
 
 def _skill(mse: float | None, reference: float | None) -> float | None:
     if mse is None or reference is None or not reference > 0:
@@ -32,19 +59,51 @@ def _persistence(params: Params) -> str | None:
     return next((name for name, spec in params.models.items() if spec.kind == "persistence"), None)
 
 
+def _read_eval(paths: Paths, ds: str, model: str) -> dict:
+    path = paths.eval_metrics(ds, model)
+    ev = read_json(path)
+    for key in ("replicas", "spread", "per_replica"):
+        if key not in ev:
+            raise ArtifactError(f"{path} has no '{key}' (written before replicas existed); run `dvc repro`")
+    return ev
+
+
+def _beats(ev: dict, reference: dict | None, key: str) -> int | None:
+    """In how many replicas the model's MSE (`rollout_mse` or `test_mse`) is below persistence's."""
+    if reference is None:
+        return None
+    ref = reference["rollout"]["mse"] if key == "rollout_mse" else reference["test"]["mse"]
+    if ref is None:
+        return None
+    return sum(1 for r in ev["per_replica"].values() if r.get(key) is not None and r[key] < ref)
+
+
 def dataset_summary(params: Params, ds: str, paths: Paths) -> dict[str, dict]:
-    """model -> headline metrics for one dataset, with skills and a rank (1 = best)."""
-    evals = {m: read_json(paths.eval_metrics(ds, m)) for m in params.models}
+    """model -> headline metrics for one dataset (medians over replicas, with min and max), skills, how many
+    replicas beat persistence, divergence, and a rank (1 = best, by the median)."""
+    evals = {m: _read_eval(paths, ds, m) for m in params.models}
     trains = {m: read_json(paths.train_metrics(ds, m)) for m in params.models}
-    reference = evals.get(_persistence(params))
+    persistence = _persistence(params)
+    reference = evals.get(persistence)
     table = {}
     for m, ev in evals.items():
-        row = {"kind": params.models[m].kind, "test_rmse": ev["test"]["rmse"],
+        spread = ev["spread"]
+        row = {"kind": params.models[m].kind, "replicas": int(ev["replicas"]),
+               "test_rmse": ev["test"]["rmse"], "test_rmse_min": spread["test_rmse"]["min"],
+               "test_rmse_max": spread["test_rmse"]["max"],
                "test_skill": _skill(ev["test"]["mse"], reference and reference["test"]["mse"])}
         if "rollout" in ev:
-            row.update(rollout_rmse=ev["rollout"]["rmse"], valid_horizon=ev["rollout"]["valid_horizon"],
+            row.update(rollout_rmse=ev["rollout"]["rmse"], rollout_rmse_min=spread["rollout_rmse"]["min"],
+                       rollout_rmse_max=spread["rollout_rmse"]["max"],
+                       valid_horizon=ev["rollout"]["valid_horizon"],
+                       valid_horizon_min=spread["valid_horizon"]["min"],
+                       valid_horizon_max=spread["valid_horizon"]["max"],
                        rollout_skill=_skill(ev["rollout"]["mse"], reference and reference["rollout"]["mse"]))
-        row["diverged"] = bool(trains[m]["diverged"])
+        row["beats_persistence"] = None if m == persistence else _beats(
+            ev, reference, "rollout_mse" if "rollout" in ev else "test_mse")
+        train = trains[m]
+        row["diverged"] = bool(train["diverged"])
+        row["diverged_replicas"] = int(train.get("diverged_replicas", int(bool(train["diverged"]))))
         table[m] = row
     key = "rollout_rmse" if all("rollout_rmse" in r for r in table.values()) else "test_rmse"
     ranked = sorted(table, key=lambda m: (table[m][key] is None, table[m][key] or 0.0, m))
@@ -53,72 +112,143 @@ def dataset_summary(params: Params, ds: str, paths: Paths) -> dict[str, dict]:
     return {m: table[m] for m in ranked}
 
 
-def _markdown(summary: dict[str, dict]) -> str:
-    columns = ["rank", "model", "kind", "test_rmse", "test_skill", "rollout_rmse", "rollout_skill",
-               "valid_horizon", "diverged"]
-    lines = ["# Leaderboard", "", "Skill = 1 - MSE / MSE(persistence); ranked by rollout RMSE where the dataset "
-             "has a rollout, else by test RMSE.", ""]
+INTRO = """# Leaderboard
+
+Each learned model is trained as several replicas (`train.replicas`: the same data and settings, other training
+seeds). Every number is the **median over the replicas**, followed by **[min-max] over the replicas**; a number
+without brackets comes from a single fit: the baselines (persistence, linear) are deterministic, one fit each.
+Models are ranked by the median rollout RMSE where the dataset has a rollout, else by the median test RMSE.
+*beats persistence* k/R: in k of its R replicas the model's MSE (rollout MSE where the dataset has a rollout,
+else test MSE) is below persistence's. Skill = 1 - MSE / MSE(persistence), from the median MSEs (1 is perfect,
+below 0 is worse than repeating the last value). *steps within tolerance*: how many steps the free-running
+rollout stays within `evaluate.tolerance`. RMSEs are in the data's original units.
+"""
+
+
+def _markdown_table(table: dict[str, dict], steps: int | None) -> list[str]:
+    rollout = steps is not None
+    header = ["rank", "model", "kind", "test RMSE"]
+    if rollout:
+        header += [f"{steps}-step rollout RMSE", "steps within tolerance"]
+    header += ["beats persistence", "test skill"] + (["rollout skill"] if rollout else []) + ["diverged"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m, row in table.items():
+        n = row["replicas"]
+        cells = [str(row["rank"]), m, row["kind"],
+                 spread_text(row["test_rmse"], row["test_rmse_min"], row["test_rmse_max"], n)]
+        if rollout:
+            cells += [spread_text(row.get("rollout_rmse"), row.get("rollout_rmse_min"), row.get("rollout_rmse_max"), n),
+                      spread_text(row.get("valid_horizon"), row.get("valid_horizon_min"),
+                                  row.get("valid_horizon_max"), n, digits=None)]
+        beats = row["beats_persistence"]
+        cells.append(f"{beats}/{n}" if beats is not None else "(reference)" if row["kind"] == "persistence" else "")
+        cells.append(number_text(row["test_skill"], 4) if row["test_skill"] is not None else "")
+        if rollout:
+            cells.append(number_text(row.get("rollout_skill"), 4) if row.get("rollout_skill") is not None else "")
+        cells.append(f"{row['diverged_replicas']}/{n}" if row["diverged"] else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown(summary: dict[str, dict], steps: dict[str, int | None]) -> str:
+    lines = [INTRO]
     for ds, table in summary.items():
-        lines += [f"## {ds}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for m, row in table.items():
-            cells = [row.get(c, "") if c != "model" else m for c in columns]
-            lines.append("| " + " | ".join("" if v is None else str(v) for v in cells) + " |")
-        lines.append("")
+        lines += [f"## {ds}", ""] + _markdown_table(table, steps[ds]) + [""]
     return "\n".join(lines)
+
+
+def _rollout_steps(params: Params, ds: str, paths: Paths) -> int | None:
+    for m in params.models:
+        ev = read_json(paths.eval_metrics(ds, m))
+        if "rollout" in ev:
+            return int(ev["rollout"]["steps"])
+    return None
 
 
 def summarize(params: Params, paths: Paths = Paths()) -> dict:
     """The report stage: metrics/summary.json plus the leaderboard as CSV and Markdown."""
     summary = {ds: dataset_summary(params, ds, paths) for ds in params.datasets}
     write_json(paths.summary(), summary)
-    columns = ["dataset", "rank", "model", "kind", "test_rmse", "test_skill", "rollout_rmse", "rollout_skill",
-               "valid_horizon", "diverged"]
-    rows = [[ds, r["rank"], m] + [r.get(c) for c in columns[3:]] for ds, t in summary.items() for m, r in t.items()]
-    write_csv(paths.leaderboard_csv(), columns, [["" if v is None else v for v in row] for row in rows])
-    text = _markdown(summary)
+    rows = [[ds, r["rank"], m] + [r.get(c) for c in LEADERBOARD_COLUMNS[3:]]
+            for ds, t in summary.items() for m, r in t.items()]
+    write_csv(paths.leaderboard_csv(), LEADERBOARD_COLUMNS, [["" if v is None else v for v in row] for row in rows])
+    text = _markdown(summary, {ds: _rollout_steps(params, ds, paths) for ds in summary})
     diverged = [f"{ds}/{m}" for ds, table in summary.items() for m, row in table.items() if row["diverged"]]
     if diverged:
         text += (f"\n**Diverged** (the loss exploded; the weights from before it were evaluated): "
-                 f"{', '.join(diverged)}. Lower `train.lr`.\n")
+                 f"{', '.join(diverged)}. Lower `train.lr`. The *diverged* column says in how many replicas.\n")
     with atomic_path(paths.leaderboard_md()) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     print(text)
     return summary
 
 
-def _read_rows(path) -> list[dict]:
+# --- the compare stage -----------------------------------------------------------------------------------------
+
+def _read_rows(path, columns: list[str]) -> list[dict]:
     if not path.exists():
         raise ArtifactError(f"{path} does not exist; run `dvc repro` to produce it")
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ArtifactError(f"{path} has no column {missing[0]!r} (written before replicas existed); "
+                                f"run `dvc repro`")
+        return list(reader)
 
 
-def _first_sequence(path, data: datasets.Dataset, model: str) -> tuple[np.ndarray, list[list]]:
-    """A model's rollout of held-out sequence 0: as a (1, H, F) array for the figure, and as CSV rows."""
+def _sort_key(text: str) -> float:
+    """For min/max over replicas: a NaN loss (a diverged replica) counts as the largest."""
+    value = float(text)
+    return math.inf if math.isnan(value) else value
+
+
+def _loss_rows(rows: list[dict], model: str, median: int) -> list[list]:
+    """One row per epoch: the median replica's losses (empty once it has stopped early) and the min and max
+    validation loss over the replicas that ran that epoch. Cells keep the per-pair file's own text."""
+    by_epoch: dict[int, dict[int, dict]] = {}
+    for r in rows:
+        by_epoch.setdefault(int(r["epoch"]), {})[int(r["replica"])] = r
+    out = []
+    for epoch in sorted(by_epoch):
+        replicas = by_epoch[epoch]
+        values = [r["val_loss"] for r in replicas.values()]
+        own = replicas.get(median)
+        out.append([epoch, model, own["train_loss"] if own else "", own["val_loss"] if own else "",
+                    min(values, key=_sort_key), max(values, key=_sort_key)])
+    return out
+
+
+def _rollout_rows(path, data: datasets.Dataset, model: str) -> list[list]:
+    """A model's rollout of held-out sequence 0: the median replica's prediction and the min and max over the
+    replicas (steps <= 0 are the context, which has no prediction)."""
     features = data.meta["features"]
-    pred = np.full((1,) + data.rollout_target.shape[1:], math.nan, dtype=np.float32)
-    rows = []
-    for r in _read_rows(path):
-        if r["sequence"] == "0" and int(r["step"]) >= 1:  # steps <= 0 are the context, which has no prediction
-            pred[0, int(r["step"]) - 1, features.index(r["feature"])] = float(r["prediction"])
-            rows.append([r["step"], f"{model} {r['feature']}" if len(features) > 1 else model, r["prediction"]])
-    return pred, rows
+    return [[r["step"], f"{model} {r['feature']}" if len(features) > 1 else model,
+             r["prediction"], r["prediction_min"], r["prediction_max"]]
+            for r in _read_rows(path, PAIR_COLUMNS["rollout"]) if r["sequence"] == "0" and int(r["step"]) >= 1]
 
 
 def _truth_rows(data: datasets.Dataset) -> list[list]:
-    """Context and true continuation of held-out sequence 0, as series `context` and `truth`."""
+    """Context and true continuation of held-out sequence 0, as series `context` and `truth` (min = max =
+    value: no band)."""
     rows, features, window = [], data.meta["features"], data.meta["window"]
     for f, feature in enumerate(features):
         label = f" {feature}" if len(features) > 1 else ""
-        rows += [[i - window + 1, f"context{label}", float(v)] for i, v in enumerate(data.rollout_context[0, :, f])]
-        rows += [[i + 1, f"truth{label}", float(v)] for i, v in enumerate(data.rollout_target[0, :, f])]
+        context, truth = data.rollout_context[0, :, f], data.rollout_target[0, :, f]
+        rows += [[i - window + 1, f"context{label}"] + [float(v)] * 3 for i, v in enumerate(context)]
+        rows += [[i + 1, f"truth{label}"] + [float(v)] * 3 for i, v in enumerate(truth)]
     return rows
 
 
 def pair_result(paths: Paths, ds: str, model: str) -> dict:
-    """One pair's evaluation as `evaluation.score` returned it, read back from the evaluate stage's files."""
-    arrays = read_arrays(paths.predictions(ds, model))
-    result = {"metrics": read_json(paths.eval_metrics(ds, model)), "pred_test": arrays["pred_test"]}
+    """One pair's evaluation read back from the evaluate stage's files: metrics, `pred_test` (R, N, F_out), and
+    for a rollout `pred_rollout` (R, M, H, F), `horizon_errors` (R, H) and `threshold`; `median_replica`."""
+    path = paths.predictions(ds, model)
+    arrays = read_arrays(path)
+    if "median_replica" not in arrays or arrays["pred_test"].ndim != 3:
+        raise ArtifactError(f"{path} has no replica axis (written before replicas existed); run `dvc repro`")
+    result = {"metrics": read_json(paths.eval_metrics(ds, model)), "pred_test": arrays["pred_test"],
+              "median_replica": int(arrays["median_replica"])}
     if "pred_rollout" in arrays:
         result.update(pred_rollout=arrays["pred_rollout"], horizon_errors=arrays["horizon_errors"],
                       threshold=float(arrays["threshold"]))
@@ -126,26 +256,26 @@ def pair_result(paths: Paths, ds: str, model: str) -> dict:
 
 
 def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
-    """The compare stage: one long-format CSV per kind of curve (a `model` column tells the lines apart, for
-    `dvc plots`), one PNG overlaying every model's rollout against the truth, and each pair's own figure (loss,
-    rollout, error against horizon), all drawn in this one process."""
+    """The compare stage: one long-format CSV per kind of curve (a `model` column tells the lines apart, and
+    `<y>_min` / `<y>_max` columns span the replicas, for `dvc plots`), one PNG overlaying every model's rollout
+    against the truth, and each pair's own figure (loss, rollout, error against horizon), all drawn in this one
+    process. Every line is the median replica's, every band the range over all replicas."""
     from pipeline import plotting
 
     data = datasets.load(paths.dataset(ds))
     results = {m: pair_result(paths, ds, m) for m in params.models}  # every input read before anything is written
+    curves = {m: _read_rows(paths.train_curve(ds, m), PAIR_COLUMNS["train"]) for m in params.models}
     loss, horizon, rollout = [], [], []
-    predictions, test_rmse = {}, {}
     for m in params.models:
-        loss += [[r["epoch"], m, r["train_loss"], r["val_loss"]] for r in _read_rows(paths.train_curve(ds, m))]
-        horizon += [[r["step"], m, r["rmse"]] for r in _read_rows(paths.horizon_curve(ds, m))]
-        test_rmse[m] = results[m]["metrics"]["test"]["rmse"]
+        loss += _loss_rows(curves[m], m, results[m]["median_replica"])
+        horizon += [[r["step"], m, r["rmse"], r["rmse_min"], r["rmse_max"]]
+                    for r in _read_rows(paths.horizon_curve(ds, m), PAIR_COLUMNS["horizon"])]
         if data.has_rollout:
-            predictions[m], rows = _first_sequence(paths.rollout_curve(ds, m), data, m)
-            rollout += rows
+            rollout += _rollout_rows(paths.rollout_curve(ds, m), data, m)
     if data.has_rollout:
         rollout = _truth_rows(data) + rollout
     for what, rows in (("loss", loss), ("horizon", horizon), ("rollout", rollout)):
         write_csv(paths.compare_curve(what, ds), COMPARE_HEADERS[what], rows)
-    plotting.compare_figure(paths.compare_figure(ds), data, predictions, test_rmse)
+    plotting.compare_figure(paths.compare_figure(ds), data, results)
     for m in params.models:
-        plotting.pair_figure(paths.pair_figure(ds, m), data, m, paths.train_curve(ds, m), results[m])
+        plotting.pair_figure(paths.pair_figure(ds, m), data, m, curves[m], results[m])
