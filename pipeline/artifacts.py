@@ -145,3 +145,47 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
             return {name: archive[name] for name in archive.files}
     except Exception as exc:  # zip, zlib and numpy each raise their own types for a damaged file
         raise ArtifactError(f"{path} is corrupt ({type(exc).__name__}); delete it and run `dvc repro`") from None
+
+
+def significant(value: Any, digits: int = 6) -> Any:
+    """`value` rounded to `digits` significant digits by Python's correctly rounded formatting, which gives the
+    same answer on every machine (unlike a log10 and a multiply, whose last bits depend on the CPU's kernels).
+    A number gives a float; an array gives an array of the same shape, element by element, in its own float
+    dtype (float32 stays float32; other dtypes become float64), about 1 s per million values. NaN and
+    infinities pass through."""
+    if isinstance(value, np.ndarray):
+        dtype = value.dtype if value.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        fmt = f"{{:.{digits}g}}".format
+        rounded = np.array(list(map(float, map(fmt, value.ravel().tolist()))), dtype=np.float64)
+        return rounded.astype(dtype).reshape(value.shape)
+    return float(f"{value:.{digits}g}")
+
+
+def guaranteed(value: Any, resolution: float, digits: int = 6) -> Any:
+    """`value` with only the digits its computation guarantees: 0.0 where |value| < `resolution` (round-off,
+    not a result: the exact linear baseline's 1e-15 loss on a pure sine), otherwise `significant(value,
+    digits)`. Numbers and arrays as `significant`; NaN and infinities pass through."""
+    if isinstance(value, np.ndarray):
+        rounded = significant(value, digits)
+        rounded[np.abs(value) < resolution] = 0.0
+        return rounded
+    return 0.0 if abs(value) < resolution else significant(value, digits)
+
+
+def number_text(value: float | int | None, digits: int | None = 3) -> str:
+    """A number to `digits` significant digits (RMSEs, skills), or with digits=None as it is (a count of steps:
+    `251`, or `250.5` for the median of an even number of replicas); a missing (non-finite) result is `n/a`."""
+    if value is None:
+        return "n/a"  # a non-finite result (a rollout that blew up) is stored as null
+    return f"{value:g}" if digits is None else f"{value:.{digits}g}"
+
+
+def spread_text(value, low, high, replicas: int, digits: int | None = 3) -> str:
+    """`0.122 [0.026-0.248]`: the median, then min-max over the replicas; with one replica just the number.
+    Bounds written with an exponent (`2e-08`) are joined by " to " instead, which cannot be misread as a minus."""
+    text = number_text(value, digits)
+    if replicas <= 1:
+        return text
+    lo, hi = number_text(low, digits), number_text(high, digits)
+    sep = " to " if "e" in lo + hi else "-"
+    return f"{text} [{lo}{sep}{hi}]"

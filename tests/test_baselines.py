@@ -48,26 +48,80 @@ def test_linear_fit_recovers_a_known_linear_map():
     np.testing.assert_allclose(model.bias, bias, atol=1e-10)
 
 
+def sine_design(window: int = 15, dt: float = 0.1, n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    """The linear baseline's least-squares system on a float32 sine, as the sine dataset gives it: windows of a
+    pure sine span 2 dimensions, plus the bias column; the other singular values are float32 rounding."""
+    series = np.sin(dt * np.arange(n + window)).astype(np.float32)
+    x = np.lib.stride_tricks.sliding_window_view(series, window)[:n]
+    return np.concatenate([x, np.ones((n, 1))], axis=1).astype(np.float64), series[window:].astype(np.float64)
+
+
+@pytest.mark.parametrize("case", ["full rank", "duplicate columns", "wide", "sine", "two targets"])
+def test_portable_lstsq_is_what_lapack_computes(case):
+    rng = np.random.default_rng(7)
+    if case == "sine":
+        a, b = sine_design()
+    else:
+        a = rng.normal(size=(40, 6) if case != "wide" else (4, 9))
+        if case == "duplicate columns":  # exactly rank-deficient: the minimum-norm solution splits the weight
+            a[:, 3] = a[:, 1]
+        b = rng.normal(size=(len(a), 2) if case == "two targets" else len(a))
+    got = baselines.portable_lstsq(a, b)
+    expected = np.linalg.lstsq(a, b, rcond=baselines.RCOND)[0]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
+def test_the_rank_decision_is_far_from_every_singular_value_of_the_sine():
+    """RCOND separates the sine's 3 real directions from its float32 rounding by orders of magnitude on either
+    side, so no machine's last bits could move a singular value across it."""
+    a, _ = sine_design()
+    relative = np.linalg.svd(a, compute_uv=False) / np.linalg.norm(a, 2)
+    kept, dropped = relative[relative > baselines.RCOND], relative[relative <= baselines.RCOND]
+    assert len(kept) == 3
+    assert kept.min() > 1e3 * baselines.RCOND and dropped.max() < baselines.RCOND / 10
+
+
+def test_linear_on_a_float32_sine_is_exact_to_the_data_rounding():
+    """The fit drops the rounding directions (which lstsq's default rcond fitted, amplified 1e8-fold, and which
+    made the weights depend on the CPU's kernels in their 9th digit) and still predicts the held-out sine to
+    the float32 rounding of the data, as the recurrence x[t+1] = 2cos(dt) x[t] - x[t-1] does."""
+    a, b = sine_design(n=900)
+    model = baselines.build("linear", Shape(1, 1, 15, 0, 0))
+    model.fit(a[:600, :-1, None], b[:600, None])
+    rmse = np.sqrt(np.mean((model.predict_next(a[600:, :-1, None])[:, 0] - b[600:]) ** 2))
+    assert rmse < 5e-8
+    assert np.abs(model.weight).max() < 1.0  # the minimum-norm solution, not a rounding-noise fit
+
+
+def test_linear_fit_is_the_same_bits_for_any_batching_of_its_predictions():
+    model = baselines.build("linear", Shape(2, 1, 7, 0, 0))
+    model.fit(windows(2, batch=50), RNG.normal(size=(50, 1)))
+    x = windows(2, batch=9)
+    whole = model.predict_next(x)
+    assert np.array_equal(whole, np.concatenate([model.predict_next(x[i:i + 1]) for i in range(9)]))
+
+
 @pytest.mark.parametrize("kind", ["persistence", "linear"])
 def test_baseline_checkpoint_round_trip(tmp_path, kind):
     shape = Shape(1, 1, 5, 0, 0)
     model = baselines.build(kind, shape)
     model.fit(windows(1, batch=40, steps=5), RNG.normal(size=(40, 1)))
     path = tmp_path / f"{kind}.npz"
-    checkpoints.save(path, kind, shape, model.state())
+    checkpoints.save(path, kind, shape, [model.state()])
     again = baselines.restore(checkpoints.load(path))
     x = windows(1, steps=5)
     assert np.array_equal(again.predict_next(x), model.predict_next(x))
-    checkpoints.save(tmp_path / "again.npz", kind, shape, again.state())
+    checkpoints.save(tmp_path / "again.npz", kind, shape, [again.state()])
     assert (tmp_path / "again.npz").read_bytes() == path.read_bytes()
 
 
 def test_a_baseline_checkpoint_with_wrong_arrays_is_an_artifact_error(tmp_path):
     path = tmp_path / "linear.npz"
-    checkpoints.save(path, "linear", Shape(1, 1, 5, 0, 0), {"weight": np.zeros((1, 4)), "bias": np.zeros(1)})
+    checkpoints.save(path, "linear", Shape(1, 1, 5, 0, 0), [{"weight": np.zeros((1, 4)), "bias": np.zeros(1)}])
     with pytest.raises(ArtifactError, match="linear.npz is corrupt"):
         baselines.restore(checkpoints.load(path))
-    checkpoints.save(path, "persistence", Shape(1, 1, 5, 0, 0), {"weight": np.zeros(1)})
+    checkpoints.save(path, "persistence", Shape(1, 1, 5, 0, 0), [{"weight": np.zeros(1)}])
     with pytest.raises(ArtifactError, match="linear.npz is corrupt"):
         baselines.restore(checkpoints.load(path))
 

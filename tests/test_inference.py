@@ -1,9 +1,12 @@
-"""The numpy forward passes the evaluate stage runs, against the torch modules they were trained as."""
+"""The numpy forward passes the evaluate stage runs, against the torch modules they were trained as, and the
+portable kernels they run on (the same bits on every CPU: tests/test_determinism.py checks the written files)."""
 
 import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from conftest import source_env, tiny_params, write_params
 
 
 def checkpoint_of(model: models.SequenceModel, kind: str, shape: models.Shape) -> checkpoints.Checkpoint:
-    return checkpoints.Checkpoint(kind, shape, models.state_arrays(model), Path("model.npz"))
+    return checkpoints.Checkpoint(kind, shape, [models.state_arrays(model)], Path("model.npz"))
 
 
 def test_every_learned_kind_has_a_numpy_forward():
@@ -58,7 +61,8 @@ def test_rollout_predicts_what_one_window_at_a_time_predicts(kind, features, bat
     together = forward.rollout(context, 40)
     assert together.shape == by_window.shape == (batch, 40, features) and together.dtype == np.float32
     assert np.ptp(by_window[:, :10], axis=1).min() > 1e-2  # the predictions move: the check has teeth
-    np.testing.assert_allclose(together, by_window, rtol=0, atol=1e-6)  # one layer: equal to the bit, here
+    # equal to the bit, any depth: the portable kernels compute each element alone, however the rows are batched
+    np.testing.assert_array_equal(together, by_window)
 
 
 def test_rollout_of_zero_steps_and_the_evaluate_stage_uses_it(monkeypatch):
@@ -76,7 +80,7 @@ def test_rollout_of_zero_steps_and_the_evaluate_stage_uses_it(monkeypatch):
 def test_a_checkpoint_that_does_not_fit_is_an_artifact_error(damage):
     shape = models.Shape(1, 1, 5, 4, 1)
     checkpoint = checkpoint_of(models.build("gru", shape), "gru", shape)
-    arrays = dict(checkpoint.arrays)
+    arrays = dict(checkpoint.replicas[0])
     if damage == "missing":
         del arrays["head.bias"]
     elif damage == "extra":
@@ -84,7 +88,7 @@ def test_a_checkpoint_that_does_not_fit_is_an_artifact_error(damage):
     else:
         arrays["rnn.weight_hh_l0"] = np.zeros((12, 5))
     with pytest.raises(ArtifactError, match="model.npz is corrupt"):
-        inference.restore(dataclasses.replace(checkpoint, arrays=arrays))
+        inference.restore(dataclasses.replace(checkpoint, replicas=[arrays]))
 
 
 def test_a_kind_without_numpy_forward_is_evaluated_through_torch(tmp_path, monkeypatch):
@@ -92,13 +96,13 @@ def test_a_kind_without_numpy_forward_is_evaluated_through_torch(tmp_path, monke
     torch.manual_seed(0)
     model = models.build("lstm", shape)
     path = tmp_path / "lstm.npz"
-    checkpoints.save(path, "lstm", shape, models.state_arrays(model))
+    checkpoints.save(path, "lstm", shape, [models.state_arrays(model)])
     loaded = params.parse(tiny_params())
     x = np.random.default_rng(0).normal(size=(4, 5, 1)).astype(np.float32)
-    numpy_side = evaluation.load_predictor(loaded, path)
+    [numpy_side], _ = evaluation.load_predictors(loaded, path)
     assert isinstance(numpy_side, inference.NumpyRecurrent)
     monkeypatch.delitem(inference.FORWARDS, "lstm")
-    torch_side = evaluation.load_predictor(loaded, path)
+    [torch_side], _ = evaluation.load_predictors(loaded, path)
     assert isinstance(torch_side, models.NumpyPredictor)
     np.testing.assert_allclose(numpy_side.predict_next(x), torch_side.predict_next(x), rtol=0, atol=1e-6)
 
@@ -128,3 +132,131 @@ def test_evaluation_does_not_depend_on_the_device_setting(project):
     raw["device"] = "cuda"  # absent here: evaluation must not even look
     write_params(project, raw)
     assert evaluation.run(params.load("params.yaml"), "sine", "elman") == first
+
+
+# --- the portable kernels ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("a_shape, b_shape", [((5, 7), (7, 3)), ((4, 2, 16), (16, 48)), ((6, 16), (16, 1)),
+                                              ((3, 4, 1), (1, 5)), ((15, 1, 6), (6, 18)), ((2, 3, 101), (101, 1))])
+def test_portable_matmul_sums_each_element_in_k_order(a_shape, b_shape):
+    """Bit for bit the scalar loop s = a0*b0; s += ak*bk in Python floats (IEEE doubles on every machine)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=a_shape) * 10.0 ** rng.integers(-3, 4, size=a_shape), rng.normal(size=b_shape)
+    got = inference.portable_matmul(a, b)
+    rows = a.reshape(-1, a.shape[-1]).tolist()
+    expected = np.empty((len(rows), b.shape[1]))
+    for i, row in enumerate(rows):
+        for n in range(b.shape[1]):
+            total = row[0] * float(b[0, n])
+            for k in range(1, b.shape[0]):
+                total += row[k] * float(b[k, n])
+            expected[i, n] = total
+    assert got.dtype == np.float64 and got.shape == a_shape[:-1] + b_shape[1:]
+    np.testing.assert_array_equal(got.reshape(expected.shape), expected)
+    np.testing.assert_allclose(got, np.matmul(a, b), rtol=1e-12, atol=1e-12 * np.abs(got).max())  # BLAS's
+
+
+def scalar_tanh(v: float) -> float:
+    """portable_tanh's sequence of operations on one Python float."""
+    y = min(abs(v), 22.0)
+    y = y + y
+    k = float(round(min(y * float(inference._INV_LN2), 64.0)))  # round(): to even, as np.rint
+    r = y - k * float(inference._LN2_HI)
+    r = r - k * float(inference._LN2_LO)
+    coefficients = [float(c) for c in inference._EXPM1_TAYLOR]  # 1/13!, ..., 1/2!
+    p = r * coefficients[0]
+    for c in coefficients[1:]:
+        p = (p + c) * r
+    p = p * r + r
+    scale = math.ldexp(1.0, int(k))
+    p = p * scale + (scale - 1.0)
+    return math.copysign(p / (p + 2.0), v)
+
+
+def tanh_sample(n: int = 20000) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    scales = [1e-300, 1e-9, 1e-3, 0.1, 0.35, 1.0, 3.0, 10.0, 30.0]
+    return np.concatenate([rng.normal(scale=s, size=n) for s in scales] + [rng.uniform(-25, 25, size=n)])
+
+
+def test_portable_tanh_is_its_scalar_definition_bit_for_bit():
+    """Only correctly rounded operations, one at a time: numpy's vector code gives exactly the scalar result,
+    which is what makes it the same on every CPU (np.tanh dispatches per CPU and differs in the last bit)."""
+    x = tanh_sample(2000)
+    np.testing.assert_array_equal(inference.portable_tanh(x), np.array([scalar_tanh(v) for v in x.tolist()]))
+
+
+def test_portable_tanh_is_within_4_ulp_of_libm():
+    x = tanh_sample()
+    expected = np.array([math.tanh(v) for v in x.tolist()])
+    got = inference.portable_tanh(x)
+    assert np.max(np.abs(got - expected) / np.spacing(np.abs(expected))) <= 4
+    assert np.array_equal(inference.portable_tanh(-x), -got)  # odd, exactly
+    special = np.array([0.0, -0.0, 5e-324, -5e-324, 22.0, 1e308, np.inf, -np.inf, np.nan])
+    got = inference.portable_tanh(special)
+    np.testing.assert_array_equal(got, [0.0, -0.0, 5e-324, -5e-324, 1.0, 1.0, 1.0, -1.0, np.nan])
+    assert list(np.signbit(got[:2])) == [False, True]
+    assert inference.portable_tanh(np.float32(0.5)).dtype == np.float64
+
+
+def trained_size_forward(kind: str, layers: int = 2, features: int = 2) -> inference.NumpyRecurrent:
+    shape = models.Shape(input_size=features, output_size=features, window=9, hidden=6, layers=layers)
+    torch.manual_seed(0)
+    model = models.build(kind, shape)
+    with torch.no_grad():  # weights of a trained size, so that every gate matters
+        for p in model.parameters():
+            p.mul_(3.0)
+    return inference.restore(checkpoint_of(model, kind, shape))
+
+
+def window_rollout_of(predict, context: np.ndarray, steps: int) -> np.ndarray:
+    """The definition of a rollout (predict, slide, repeat) for a bare predict function."""
+    return evaluation.window_rollout(SimpleNamespace(predict_next=predict), context, steps)
+
+
+@pytest.mark.parametrize("kind", models.MODELS.names())
+def test_predictions_are_the_exact_kernels_rounded_to_float32(kind):
+    """The fast kernels (BLAS, np.tanh) and the exact ones agree to round-off in float64, and what predict_next
+    and rollout return is, bit for bit, the exact kernels' result rounded to float32."""
+    forward = trained_size_forward(kind)
+    x = np.random.default_rng(4).normal(size=(300, 9, 2)).astype(np.float32)
+    fast, exact = forward.forward(x, inference.fast()), forward.forward(x, inference.EXACT)
+    assert fast.dtype == exact.dtype == np.float64
+    assert np.abs(fast - exact).max() <= 1e-14 * forward.band.max() / inference.BAND
+    np.testing.assert_array_equal(forward.predict_next(x), forward.predict_exact(x))
+    context = x[:3]
+    np.testing.assert_array_equal(forward.rollout(context, 30), window_rollout_of(forward.predict_exact, context, 30))
+
+
+def test_predictions_near_a_float32_rounding_boundary_come_from_the_exact_kernels(monkeypatch):
+    """A fast tanh off by 1e-13 (hundreds of times more than another CPU's kernels) changes no prediction: the
+    values it could round the other way are recomputed exactly. Off by 1e-7, beyond the band, it would."""
+    forward = trained_size_forward("gru")
+    x = np.random.default_rng(6).normal(size=(2000, 9, 2)).astype(np.float32)
+    expected = forward.predict_exact(x)
+    recomputed = []
+    exact = forward.predict_exact
+    monkeypatch.setattr(forward, "predict_exact", lambda windows: recomputed.append(len(windows)) or exact(windows))
+    monkeypatch.setattr(inference, "_tanh", lambda v: np.tanh(v) * (1 + 1e-13))
+    np.testing.assert_array_equal(forward.predict_next(x), expected)
+    assert 0 < sum(recomputed) < len(x) / 20  # some near a boundary, few
+    np.testing.assert_array_equal(forward.rollout(x[:2], 200), window_rollout_of(exact, x[:2], 200))
+    monkeypatch.setattr(inference, "_tanh", lambda v: np.tanh(v) * (1 + 1e-7))
+    assert not np.array_equal(forward.predict_next(x), expected)  # the band, not luck, made the difference
+
+
+def test_a_rollout_resumes_after_a_prediction_the_exact_kernels_round_otherwise(monkeypatch):
+    """Where the fast kernels round an unsettled prediction the other way, the rollout replaces it with the exact
+    one and rolls out again from there, so it still equals the exact kernels' rollout, bit for bit. Forced here:
+    a band 1e5 times wider makes most predictions unsettled, and fast kernels off by 1e-8 (inside it) round some
+    of them the other way."""
+    forward = trained_size_forward("gru")
+    context = np.random.default_rng(8).normal(size=(3, 9, 2)).astype(np.float32)
+    expected = window_rollout_of(forward.predict_exact, context, 100)
+    monkeypatch.setattr(forward, "band", forward.band * 1e5)
+    monkeypatch.setattr(inference, "_tanh", lambda v: np.tanh(v) * (1 + 1e-8))
+    runs = []
+    fast_rollout = forward._fast_rollout
+    monkeypatch.setattr(forward, "_fast_rollout", lambda *args: runs.append(args[2]) or fast_rollout(*args))
+    np.testing.assert_array_equal(forward.rollout(context, 100), expected)
+    assert len(runs) > 1 and runs == sorted(runs)  # it did resume, each time further on
