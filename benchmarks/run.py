@@ -30,11 +30,12 @@ import torch
 
 from benchmarks import kernels, notebooks
 from benchmarks import pipeline_bench as pb
+from benchmarks import replicas_bench as rb
 from pipeline import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
-SECTIONS = ("notebooks", "kernels", "rollout", "pipeline", "sweeps")
+SECTIONS = ("notebooks", "kernels", "rollout", "pipeline", "replicas", "sweeps")
 CELLS = ("elman", "concat")  # our hand-written cells, each timed against kernels.TORCH_RNN
 # "Same numbers" for the rollout: the evaluate stage runs the numpy forward (pipeline/inference.py) and the
 # window-at-a-time loop the torch model, so float32 round-off differs per step and is fed back; over the sine's
@@ -54,6 +55,7 @@ SWEEP = {"datasets": ["sine", "ramp"], "models": ["persistence", "gru"], "epochs
 QUICK_SWEEP = {"datasets": ["sine"], "models": ["persistence"], "epochs": 2,
                "sizes": {"sine": {"train_until": 20.0, "extrapolate_until": 30.0}}}
 SWEEP_EXPERIMENTS, QUICK_SWEEP_EXPERIMENTS = 4, 2
+REPLICAS = 5  # issue 13's targets compare 5 replicas with 1
 
 
 STARTED = time.perf_counter()
@@ -129,6 +131,34 @@ def measure_pipeline(source: Path, workdir: Path, quick: bool, repeats: int) -> 
     return {"full_repro": full, "noop_repro": noop, "startup": pb.startup(repeats, cwd=Path(full["repo"]))}
 
 
+def measure_replicas(source: Path, workdir: Path, quick: bool, repeats: int, measured: Mapping) -> dict:
+    """Issue 13's costs of replicas: each learned train stage of the sine with 5 replicas
+    against 1 (fresh processes, alternating), and a full `dvc repro` of HEAD's params with `train.replicas: 1`,
+    to set against the pipeline section's full repro (HEAD's params: 5 replicas) from the same minutes."""
+    base = pb.head_params(source)
+    project = rb.prepare(source, Path(workdir) / "replica-stages", base)
+    log("  replicas: train stages, 5 replicas against 1")
+    stages = rb.train_stages(project, base, REPLICAS, 1 if quick else min(repeats, 3),
+                             kinds=("gru",) if quick else rb.LEARNED, epochs=2 if quick else None)
+    one = dict(quick_profile(base) if quick else base)
+    one = {**one, "train": {**one["train"], "replicas": 1}}
+    log("  replicas: full dvc repro from scratch with train.replicas: 1")
+    full_one = pb.full_repro(source, Path(workdir) / "repro-one-replica", one)
+    if "pipeline" in measured:
+        full_many = measured["pipeline"]["full_repro"]
+    else:
+        log("  replicas: full dvc repro from scratch with HEAD's replicas")
+        full_many = pb.full_repro(source, Path(workdir) / "repro-replicas", quick_profile(base) if quick else None)
+    return {"stages": stages, "full_one": {k: v for k, v in full_one.items() if k != "stage_seconds"},
+            "full_many_seconds": full_many["seconds"], "full_many_replicas": base["train"].get("replicas", 1),
+            "full_ratio": full_many["seconds"] / full_one["seconds"]}
+
+
+def quick_profile(base: Mapping) -> dict:
+    """QUICK_REPRO's small profile of the params `base`."""
+    return pb.profile(base, QUICK_REPRO["datasets"], QUICK_REPRO["models"], QUICK_REPRO["epochs"])
+
+
 def measure_sweeps(source: Path, workdir: Path, quick: bool) -> dict:
     """The same queued sweep drained by one worker and by two; ratio: experiments per minute, -j 2 over -j 1."""
     spec, n = (QUICK_SWEEP, QUICK_SWEEP_EXPERIMENTS) if quick else (SWEEP, SWEEP_EXPERIMENTS)
@@ -154,6 +184,7 @@ def collect(sections: list[str], quick: bool, repeats: int, seeds: list[int], wo
         "kernels": lambda: measure_kernels(quick, repeats),
         "rollout": lambda: measure_rollout(data_root, quick, repeats),
         "pipeline": lambda: measure_pipeline(source, workdir, quick, repeats),
+        "replicas": lambda: measure_replicas(source, workdir, quick, repeats, measured),
         "sweeps": lambda: measure_sweeps(source, workdir, quick),
     }
     for section in SECTIONS:
@@ -226,6 +257,15 @@ def targets(measured: Mapping[str, Mapping]) -> list[dict]:
         rows.append(row("pipeline", "no-op dvc repro, seconds", noop["seconds"], "<=", 3.0))
         rows.append(row("pipeline", "full dvc repro, seconds per (dataset, model) pair", full["seconds_per_pair"],
                         "<=", 6.0, f"{full['seconds']:.0f} s, {full['stages']} stages, {full['pairs']} pairs"))
+    if "replicas" in measured:
+        rep = measured["replicas"]
+        stages = rep["stages"]
+        rows.append(row("replicas", f"full dvc repro, {rep['full_many_replicas']} replicas / 1",
+                        rep["full_ratio"], "<=", 1.5,
+                        f"{rep['full_many_seconds']:.0f} s vs {rep['full_one']['seconds']:.0f} s"))
+        for name, stage in stages["stages"].items():
+            rows.append(row("replicas", f"train stage {name}, {stages['replicas']} replicas / 1", stage["ratio"],
+                            "<=", 2.5, f"{stage['many']:.3g} s vs {stage['one']:.3g} s"))
     if "sweeps" in measured:
         sw = measured["sweeps"]
         rows.append(row("sweeps", "queued sweep throughput, -j 2 / -j 1", sw["ratio"], ">=", 1.7,

@@ -53,6 +53,10 @@ def synthetic() -> dict:
                                     "before_first_stage": 1.0, "groups": pb.by_group({"train@a-b": 2.0})},
                      "noop_repro": {"seconds": 3.0, "runs": [3.0]},
                      "startup": {"repeats": 1, "bare_torch_seconds": 1.5, "commands": commands}},
+        "replicas": {"full_ratio": 1.5, "full_many_seconds": 300.0, "full_many_replicas": 5,
+                     "full_one": {"seconds": 200.0},
+                     "stages": {"replicas": 5, "stages": {"sine/gru": {"one": 4.0, "many": 10.0, "ratio": 2.5},
+                                                          "sine/lstm": {"one": 3.0, "many": 7.6, "ratio": 7.6 / 3}}}},
         "sweeps": {"experiments": 4, "j1": {"experiments_per_minute": 2.0}, "j2": {"experiments_per_minute": 3.0},
                    "ratio": math.nan},
     }
@@ -76,6 +80,8 @@ def test_targets_pass_and_fail_on_both_sides_of_each_limit():
         *(f"{name} imports torch" for name in pb.TORCH_FREE if name != "report"),
         *(f"{name} imports matplotlib (draws nothing)" for name in pb.STARTUP_IMPORTS
           if name not in pb.PLOTTING and name != "train (learned)"),
+        "full dvc repro, 5 replicas / 1",  # on the limit
+        "train stage sine/gru, 5 replicas / 1",  # on the limit
     }
     assert failed == {
         "test MSE worse (gru), pipeline / notebook",  # 0.51 > 0.5
@@ -86,6 +92,7 @@ def test_targets_pass_and_fail_on_both_sides_of_each_limit():
         "train (learned) imports matplotlib (draws nothing)",
         "full dvc repro, seconds per (dataset, model) pair",  # 14.3 > 6
         "queued sweep throughput, -j 2 / -j 1",  # NaN never passes
+        "train stage sine/lstm, 5 replicas / 1",  # 2.53 > 2.5
     }
     assert rows["training time, pipeline / notebook loops (summed)"]["measured"] == pytest.approx(1 / 6)
     assert rows["test MSE worse (gru), pipeline / notebook"]["measured"] == pytest.approx(0.51 / 0.5)
@@ -108,7 +115,7 @@ def test_results_json_and_table():
     assert set(results["measurements"]) == set(bench.SECTIONS)
     assert results["summary"] == {"passed": sum(r["passed"] for r in results["targets"]),
                                   "failed": sum(not r["passed"] for r in results["targets"])}
-    assert results["summary"]["failed"] == 8
+    assert results["summary"]["failed"] == 9
     assert all(set(r) == {"section", "target", "measured", "op", "limit", "passed", "detail"}
                for r in results["targets"])
 
