@@ -25,6 +25,13 @@ def source_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
+def default_sigint() -> None:
+    """For a child that must react to SIGINT as a terminal's Ctrl-C: a shell runs a background job (`make test &`)
+    with SIGINT ignored, and an ignored signal stays ignored across exec, so restore the default in the child."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def real_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 

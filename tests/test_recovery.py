@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, default_sigint
 from test_pipeline import copy_project, ran, run, set_params, tiny_pipeline_params
 
 pytestmark = pytest.mark.slow
@@ -81,6 +81,7 @@ def test_repro_stopped_mid_training_resumes_to_the_uninterrupted_results(referen
     for DVC and the stage together: neither gets to clean up."""
     repo = new_repo(tmp_path / "stopped")
     process = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env(), start_new_session=True, text=True,
+                               preexec_fn=default_sigint,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen = []
     for line in process.stdout:

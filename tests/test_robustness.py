@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import source_env, tiny_params, write_params
+from conftest import default_sigint, source_env, tiny_params, write_params
 from pipeline import artifacts
 from pipeline.cli import cli
 from test_cli import assert_one_line_error, invoke
@@ -236,6 +236,7 @@ def start_long_training(project: Path) -> subprocess.Popen:
     raw["train"].update(epochs=5000, patience=5000)
     write_params(project, raw)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "sine", "gru"], cwd=project,
+                               preexec_fn=default_sigint,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=source_env())
     for line in process.stdout:  # progress lines go out every epochs/10 epochs
         if line.startswith("train sine/gru epoch"):
