@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeline import baselines, checkpoints, datasets, inference, stats
-from pipeline.artifacts import Paths, write_arrays, write_csv, write_json
+from pipeline.artifacts import Paths, significant, write_arrays, write_csv, write_json
 from pipeline.params import EvalParams, Params
 
 
@@ -65,7 +65,7 @@ def window_rollout(model: Predictor, context: np.ndarray, steps: int) -> np.ndar
 
 
 def _rounded(value: float) -> float | None:
-    return float(f"{value:.6g}") if math.isfinite(value) else None
+    return significant(value, 6) if math.isfinite(value) else None
 
 
 def score(data: datasets.Dataset, model: Predictor, cfg: EvalParams) -> dict:

@@ -21,8 +21,8 @@ import csv
 import math
 
 from pipeline import datasets
-from pipeline.artifacts import (Paths, atomic_path, number_text, read_arrays, read_json, spread_text, write_csv,
-                                write_json)
+from pipeline.artifacts import (Paths, atomic_path, number_text, read_arrays, read_json, significant, spread_text,
+                                write_csv, write_json)
 from pipeline.errors import ArtifactError
 from pipeline.params import Params
 
@@ -52,7 +52,7 @@ LEADERBOARD_COLUMNS = [
 def _skill(mse: float | None, reference: float | None) -> float | None:
     if mse is None or reference is None or not reference > 0:
         return None
-    return float(f"{1 - mse / reference:.6g}")
+    return significant(1 - mse / reference, 6)
 
 
 def _persistence(params: Params) -> str | None:

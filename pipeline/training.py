@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline import baselines, checkpoints, datasets
-from pipeline.artifacts import Paths, significant, write_csv, write_json
+from pipeline.artifacts import Paths, guaranteed, write_csv, write_json
 from pipeline.params import Params
 
 
@@ -87,7 +87,7 @@ def _loss(value: float) -> float | None:
     linear baseline's 1e-15 on a pure sine) as 0, and null where JSON has no number (NaN)."""
     if not math.isfinite(value):
         return None
-    return 0.0 if abs(value) < LOSS_FLOOR else significant(value, LOSS_DIGITS)
+    return guaranteed(value, LOSS_FLOOR, LOSS_DIGITS)
 
 
 def train_metrics(histories: list[History], seeds: list[int], parameters: int, device: str) -> dict:
