@@ -62,24 +62,32 @@ def exploded(loss: float, reference: float) -> bool:
 
 
 @torch.no_grad()
-def mean_loss(stack: ReplicaStack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> list[float]:
-    """Each replica's MSE over (x, y), summed batch by batch: one value per replica."""
+def mean_loss(stack: ReplicaStack, x: torch.Tensor, y: torch.Tensor, members: list[int] | None = None,
+              batch_size: int = 4096) -> list[float]:
+    """Each replica's MSE over (x, y), summed batch by batch: one value per replica in `members` (default all)."""
     stack.eval()
-    totals = [0.0] * stack.replicas
+    members = list(range(stack.replicas)) if members is None else members
+    totals = [0.0] * len(members)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        pred = stack.predict_next(xb.expand(stack.replicas, *xb.shape))
-        totals = [t + torch.nn.functional.mse_loss(pred[r], yb, reduction="sum") for r, t in enumerate(totals)]
+        pred = stack.predict_next(xb.expand(len(members), *xb.shape), members)
+        totals = [t + torch.nn.functional.mse_loss(pred[i], yb, reduction="sum") for i, t in enumerate(totals)]
     return [float(t) / y.numel() for t in totals]
 
 
-def clip_per_replica(stack: ReplicaStack, max_norm: float) -> None:
-    """torch.nn.utils.clip_grad_norm_'s rule, applied to each replica's own gradients: a replica whose gradient
-    is large must not shrink the others' steps."""
+def clip_per_replica(stack: ReplicaStack, max_norm: float, members: list[int] | None = None) -> None:
+    """torch.nn.utils.clip_grad_norm_'s rule (the 2-norm of the per-tensor 2-norms), applied to each replica's
+    own gradients, for every replica at once: a replica whose gradient is large must not shrink the others'."""
     grads = [w.grad for w in stack.weights if w.grad is not None]
-    for r in range(stack.replicas):
-        mine = [g[r] for g in grads]
-        total = torch.nn.utils.get_total_norm(mine, 2.0)
-        torch._foreach_mul_(mine, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    rows = torch.tensor(members) if members is not None and len(members) < stack.replicas else None
+    mine = [(g if rows is None else g[rows]).reshape(g.shape[0] if rows is None else len(rows), -1) for g in grads]
+    norms = torch.stack([torch.linalg.vector_norm(m, 2.0, dim=1) for m in mine])  # (tensors, replicas)
+    scale = torch.clamp(max_norm / (torch.linalg.vector_norm(norms, 2.0, dim=0) + 1e-6), max=1.0)
+    for g in grads:
+        view = scale.reshape(-1, *[1] * (g.dim() - 1))
+        if rows is None:
+            g.mul_(view)
+        else:
+            g[rows] *= view
 
 
 def _snapshot(stack: ReplicaStack, replica: int) -> list[torch.Tensor]:
@@ -97,15 +105,15 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
     """Train every replica in place and leave each at its best weights (lowest validation loss).
 
     Each replica has its own batch order (a generator seeded with its seed), its own gradient clipping, early
-    stopping and divergence check, so it trains as it would alone. A replica that has stopped, early or by
-    diverging, is held at its best weights after every step: it keeps flowing through the shared kernel, but
-    nothing it does reaches the others (every cross-replica weight is an exact zero) and it cannot drift into
-    non-finite values. A batch whose loss is non-finite for some replica is skipped for all of them, since
-    0 * inf in the shared backward pass would poison the others' gradients; that replica is marked diverged."""
+    stopping and divergence check, so it trains as it would alone (every cross-replica weight is an exact zero).
+    A replica that has stopped, early or by diverging, leaves the kernel calls (a long-running replica no longer
+    carries the stopped ones) and is held at its best weights. A batch whose loss is non-finite for some replica
+    is skipped for all of them, since 0 * inf in the shared backward pass would poison the others' gradients;
+    that replica is marked diverged and the others go on without it."""
     replicas = stack.replicas
     histories = [History() for _ in range(replicas)]
     x, y = train
-    orders = [torch.Generator().manual_seed(seed) for seed in stack.seeds]  # init cannot shift the shuffling
+    generators = [torch.Generator().manual_seed(seed) for seed in stack.seeds]  # init cannot shift shuffling
     optimizer = Adam(stack.parameters(), lr=cfg.lr)
     best = [_snapshot(stack, r) for r in range(replicas)]
     untrained_val = mean_loss(stack, *val)  # epoch 0: the untrained model is the first "best"
@@ -120,36 +128,41 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
         _restore(stack, r, best[r])
 
     for epoch in range(1, cfg.epochs + 1):
-        if not any(active):
+        members = [r for r in range(replicas) if active[r]]  # only these go through the kernel this epoch
+        if not members:
             break
         stack.train()
-        batches = zip(*(torch.randperm(len(x), generator=g).split(cfg.batch_size) for g in orders))
-        losses = []
-        for indices in batches:
-            indices = [index.to(x.device) for index in indices]
+        orders = {r: torch.randperm(len(x), generator=generators[r]).split(cfg.batch_size) for r in members}
+        batch_losses: dict[int, list[torch.Tensor]] = {r: [] for r in members}
+        for batch in range(len(orders[members[0]])):
+            members = [r for r in members if active[r]]
+            if not members:
+                break
+            indices = [orders[r][batch].to(x.device) for r in members]
             targets = torch.stack([y[index] for index in indices])
-            pred = stack.predict_next(torch.stack([x[index] for index in indices]))
-            loss = torch.stack([torch.nn.functional.mse_loss(pred[r], targets[r]) for r in range(replicas)])
+            pred = stack.predict_next(torch.stack([x[index] for index in indices]), members)
+            loss = torch.stack([torch.nn.functional.mse_loss(pred[i], targets[i]) for i in range(len(members))])
             optimizer.zero_grad()
             finite = torch.isfinite(loss)
             if not bool(finite.all()):
-                for r in range(replicas):
-                    if active[r] and not finite[r]:
+                for i, r in enumerate(members):
+                    if not finite[i]:
                         stop(r, diverged=True)
                 continue
             loss.sum().backward()
             if cfg.clip_norm > 0:
-                clip_per_replica(stack, cfg.clip_norm)
+                clip_per_replica(stack, cfg.clip_norm, members)
             optimizer.step()
             for r in range(replicas):
                 if not active[r]:
                     _restore(stack, r, best[r])
-            losses.append(loss.detach() * targets[0].numel())  # each loss is a mean over batch and features
-        train_loss = (torch.stack(losses).sum(0) / y.numel()).tolist() if losses else [math.nan] * replicas
-        val_loss = mean_loss(stack, *val)
-        for r in range(replicas):
-            if not active[r]:
-                continue
+            for i, r in enumerate(members):
+                batch_losses[r].append(loss[i].detach() * targets[0].numel())  # a mean over batch and features
+        members = [r for r in members if active[r]]
+        train_loss = {r: float(torch.stack(batch_losses[r]).sum() / y.numel()) if batch_losses[r] else math.nan
+                      for r in members}
+        val_loss = dict(zip(members, mean_loss(stack, *val, members))) if members else {}
+        for r in members:
             history = histories[r]
             if exploded(train_loss[r], references[r]) or exploded(val_loss[r], references[r]):
                 stop(r, diverged=True)

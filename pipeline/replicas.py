@@ -25,20 +25,31 @@ from pipeline import models
 from pipeline.checkpoints import Shape
 
 GATES = {"elman": 1, "concat": 1, "rnn": 1, "gru": 3, "lstm": 4}
-# Replicas per kernel call. torch runs an LSTM on the CPU through oneDNN, which is already efficient for one
-# replica and becomes compute-bound on R times the block-diagonal work, so LSTM replicas take turns; every
-# other kind is dominated by per-call overhead and trains all replicas in one call. Measured for one training
-# step at hidden 16, batch 64, 1 thread (1 / 5 replicas side by side, ms): gru 5.2 / 10.5 over 15 steps and
-# 30.7 / 65.6 over 100; rnn 2.4 / 4.0 and 10.5 / 22.4; lstm 1.4 / 5.9 and 6.3 / 39.0.
-GROUP = {"lstm": 1}
+# torch runs an LSTM on the CPU through oneDNN, which is already efficient for one replica and becomes
+# compute-bound on R times the block-diagonal work over long windows, so LSTM replicas take turns there; every
+# other kind, and the LSTM over short windows, is dominated by per-call overhead and trains every replica in one
+# call. Measured for one training step (forward and backward) at hidden 16, batch 64, 1 thread, ms for 1 / 5
+# replicas side by side: lstm 1.1 / 2.5 over 5 steps, 1.4 / 5.8 over 15, 3.1 / 11.0 over 32, 3.0 / 16.6 over 50,
+# 4.8 / 31.0 over 100 (five turns: 24); gru 2.8 / 7.3 over 15 and 16.9 / 43.2 over 100; rnn 1.8 / 3.2 and
+# 5.8 / 14.0 (benchmarks: `make bench`, replicas section).
+LSTM_SIDE_BY_SIDE_STEPS = 32
 KERNELS = {"elman": torch.rnn_tanh, "concat": torch.rnn_tanh, "rnn": torch.rnn_tanh, "gru": torch.gru,
            "lstm": torch.lstm}
+
+
+def group_size(kind: str, steps: int, replicas: int) -> int:
+    """How many replicas share one kernel call for windows of `steps` steps (see the measurements above)."""
+    if kind == "lstm" and steps > LSTM_SIDE_BY_SIDE_STEPS:
+        return 1
+    return max(replicas, 1)
 
 
 def block_diagonal(weight: torch.Tensor, gates: int) -> torch.Tensor:
     """(R, G*H, n) per-replica weights -> (G*R*H, R*n): gate g of replica r lands at rows g*R*H + r*H and
     columns r*n, every other entry an exact zero. The layout torch's kernels expect for R*H hidden units."""
     replicas, rows, n = weight.shape
+    if replicas == 1:
+        return weight[0]  # one replica is the single model itself: no copy, no zeros
     hidden = rows // gates
     eye = torch.eye(replicas, dtype=weight.dtype, device=weight.device)
     full = torch.einsum("rghn,rs->grhsn", weight.reshape(replicas, gates, hidden, n), eye)
@@ -48,6 +59,8 @@ def block_diagonal(weight: torch.Tensor, gates: int) -> torch.Tensor:
 def gate_major(bias: torch.Tensor, gates: int) -> torch.Tensor:
     """(R, G*H) per-replica biases -> (G*R*H,), in the row order of `block_diagonal`."""
     replicas, rows = bias.shape
+    if replicas == 1:
+        return bias[0]
     return bias.reshape(replicas, gates, rows // gates).transpose(0, 1).reshape(-1)
 
 
@@ -88,7 +101,7 @@ class ReplicaStack(nn.Module):
         """One replica's weights under the single model's names, as numpy arrays on the CPU."""
         return {name: w[replica].detach().cpu().numpy() for name, w in self.named().items()}
 
-    def _layers(self, group: slice
+    def _layers(self, group: slice | list[int]
                 ) -> tuple[list[tuple[torch.Tensor, ...]], tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """Per layer (W_ih, W_hh, b_ih, b_hh), each with a leading replica axis; the head; elman's h0; for the
         replicas in `group`."""
@@ -108,14 +121,23 @@ class ReplicaStack(nn.Module):
                   for i in range(s.layers)]
         return layers, (w["head.weight"], w["head.bias"]), None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(R, B, T, F) -> (R, B, T, F_out): every step's prediction, as SequenceModel's forward gives it."""
-        size = GROUP.get(self.kind, self.replicas)
-        groups = [slice(start, start + size) for start in range(0, self.replicas, size)]
-        outputs = [self._forward(x[group], group) for group in groups]
+    def forward(self, x: torch.Tensor, members: Sequence[int] | None = None) -> torch.Tensor:
+        """(M, B, T, F) -> (M, B, T, F_out): every step's prediction, as SequenceModel's forward gives it, for the
+        M replicas in `members` (default: all of them, in order). Training passes only the replicas still
+        training, so a stopped replica costs nothing: the others no longer carry it through every kernel call."""
+        members = list(range(self.replicas)) if members is None else list(members)
+        if len(members) != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} inputs for {len(members)} replicas")
+        size = group_size(self.kind, x.shape[2], len(members))
+        outputs = []
+        for start in range(0, len(members), size):
+            chosen = members[start:start + size]
+            contiguous = chosen == list(range(chosen[0], chosen[-1] + 1))
+            group = slice(chosen[0], chosen[-1] + 1) if contiguous else chosen
+            outputs.append(self._forward(x[start:start + size], group))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    def _forward(self, x: torch.Tensor, group: slice) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, group: slice | list[int]) -> torch.Tensor:
         replicas, batch, steps, _ = x.shape
         gates, hidden, n_layers = GATES[self.kind], self.shape.hidden, self.shape.layers
         layers, (head_w, head_b), h0 = self._layers(group)
@@ -137,5 +159,5 @@ class ReplicaStack(nn.Module):
         out = nn.functional.linear(seq, block_diagonal(head_w, 1), gate_major(head_b, 1))  # (B, T, R*F_out)
         return out.reshape(batch, steps, replicas, -1).permute(2, 0, 1, 3)
 
-    def predict_next(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x)[:, :, -1]
+    def predict_next(self, x: torch.Tensor, members: Sequence[int] | None = None) -> torch.Tensor:
+        return self(x, members)[:, :, -1]

@@ -257,9 +257,9 @@ def _record_clipping(monkeypatch) -> list[float]:
     calls = []
     original = fitting.clip_per_replica
 
-    def recording(stack, max_norm):
+    def recording(stack, max_norm, members=None):
         calls.append(max_norm)
-        return original(stack, max_norm)
+        return original(stack, max_norm, members)
 
     monkeypatch.setattr(fitting, "clip_per_replica", recording)
     return calls
