@@ -12,10 +12,11 @@ import statistics
 import torch
 
 from pipeline import datasets
+from pipeline.history import History
 from pipeline.params import TrainParams
 from pipeline.progress import Progress
 from pipeline.replicas import ReplicaStack
-from pipeline.training import History
+from pipeline.schedules import learning_rate
 
 
 # Data are scaled to unit variance on the training inputs, so predicting the mean costs a loss of about 1. A loss
@@ -132,6 +133,7 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
         if not members:
             break
         stack.train()
+        optimizer.lr = learning_rate(cfg, epoch)
         orders = {r: torch.randperm(len(x), generator=generators[r]).split(cfg.batch_size) for r in members}
         batch_losses: dict[int, list[torch.Tensor]] = {r: [] for r in members}
         for batch in range(len(orders[members[0]])):

@@ -30,15 +30,21 @@ class ModelParams:
 
     hidden: int = setting(16, ge=1)
     layers: int = setting(1, ge=1)
+    forget_bias: float | None = setting(None)  # LSTM forget gate's initial bias; null: torch's initialisation
 
 
 @dataclasses.dataclass(frozen=True)
 class VariantParams:
-    """One entry of `models:`; `kind` defaults to the entry's name, the sizes to the `model:` section."""
+    """One entry of `models:`; `kind` defaults to the entry's name, the sizes to the `model:` section. Its
+    `train:` mapping (read by `_parse_models`) overrides `train:` for this variant."""
 
     kind: str = setting("")
     hidden: int = setting(0, ge=1)
     layers: int = setting(0, ge=1)
+    forget_bias: float | None = setting(None)
+
+
+SCHEDULES = ("constant", "exponential", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +52,16 @@ class TrainParams:
     epochs: int = setting(100, ge=1)
     batch_size: int = setting(64, ge=1)
     lr: float = setting(0.01, gt=0)
+    schedule: str = setting("constant", choices=SCHEDULES)  # the learning rate over epochs (schedules.py)
+    lr_decay: float = setting(0.985, gt=0, le=1)  # exponential: lr x lr_decay ** (epoch - 1)
+    lr_min: float = setting(0.0, ge=0)  # cosine: from lr down to lr_min over `epochs`
     clip_norm: float = setting(1.0, ge=0)  # 0 turns clipping off
     patience: int = setting(10, ge=1)
     replicas: int = setting(5, ge=1)  # learned pairs train this many seeds at once; baselines are one fit
+
+    def check(self, key: str) -> None:
+        if self.schedule == "cosine" and self.lr_min > self.lr:
+            fail(f"{key}.lr_min", f"must be <= lr ({self.lr}) for the cosine schedule, got {self.lr_min}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +79,7 @@ class ModelSpec:
     kind: str
     hidden: int
     layers: int
+    forget_bias: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +95,8 @@ class Params:
     model: ModelParams
     train: TrainParams
     evaluate: EvalParams
+    model_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # models.<name>.train
+    data_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # data.<name>.train
 
     def dataset(self, name: str) -> Any:
         if name not in self.data:
@@ -91,6 +107,15 @@ class Params:
         if name not in self.models:
             raise ParamsError(f"params.yaml: no models.{name} entry; models are: {', '.join(self.models)}")
         return self.models[name]
+
+    def training(self, dataset: str, model: str) -> TrainParams:
+        """The train settings of one (dataset, model) pair: `train:`, then the variant's `models.<name>.train:`,
+        then the dataset's `data.<name>.train:`, each overriding the keys it sets. The dataset comes last
+        because its settings are what that data needs whatever the variant (e.g. more epochs for a harder
+        task); a variant's settings are its recipe everywhere else."""
+        self.variant(model), self.dataset(dataset)
+        overrides = {**self.model_train.get(model, {}), **self.data_train.get(dataset, {})}
+        return dataclasses.replace(self.train, **overrides) if overrides else self.train
 
 
 SECTIONS = ("seed", "data_seed", "device", "threads", "datasets", "models", "data", "model", "train", "evaluate")
@@ -130,19 +155,30 @@ def parse(raw: Any) -> Params:
     if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
         fail("device", f"must be auto, cpu, cuda, cuda:N or mps; got {shown(device)}")
     model = build(ModelParams, raw["model"], "model")
-    data, kinds = _parse_data(raw["data"])
+    train = build(TrainParams, raw["train"], "train")
+    data, kinds, data_train = _parse_data(raw["data"], train)
+    models, model_train = _parse_models(raw["models"], model, train)
     return Params(
         seed=seed, data_seed=raw["data_seed"], device=device, threads=threads,
         datasets=_parse_datasets(raw["datasets"], data),
-        models=_parse_models(raw["models"], model),
-        data=data, data_kinds=kinds, model=model,
-        train=build(TrainParams, raw["train"], "train"),
+        models=models, data=data, data_kinds=kinds, model=model, train=train,
         evaluate=build(EvalParams, raw["evaluate"], "evaluate"),
+        model_train=model_train, data_train=data_train,
     )
 
 
-def _parse_data(raw: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    data, kinds = {}, {}
+def _train_override(raw: Any, key: str, train: TrainParams) -> dict[str, Any]:
+    """A `train:` mapping inside models.<name> or data.<name>: the TrainParams keys it sets, validated (each
+    value on its own, and together with the `train:` section)."""
+    raw = require_mapping(key, raw)
+    if not raw:
+        return {}
+    full = build(TrainParams, {**dataclasses.asdict(train), **raw}, key)
+    return {name: getattr(full, name) for name in raw}
+
+
+def _parse_data(raw: Any, train: TrainParams) -> tuple[dict[str, Any], dict[str, str], dict[str, dict]]:
+    data, kinds, overrides = {}, {}, {}
     for name, entry in require_mapping("data", raw).items():
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             fail("data", f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
@@ -150,9 +186,10 @@ def _parse_data(raw: Any) -> tuple[dict[str, Any], dict[str, str]]:
         kind = entry.get("kind")
         if not isinstance(kind, str) or kind not in KINDS:
             fail(f"data.{name}.kind", f"must be one of: {', '.join(KINDS.names())}; got {shown(kind)}")
-        data[name] = build(KINDS.get(kind).spec, entry, f"data.{name}", ignore=("kind",))
+        data[name] = build(KINDS.get(kind).spec, entry, f"data.{name}", ignore=("kind", "train"))
         kinds[name] = kind
-    return data, kinds
+        overrides[name] = _train_override(entry.get("train"), f"data.{name}.train", train)
+    return data, kinds, {name: o for name, o in overrides.items() if o}
 
 
 def _parse_datasets(raw: Any, data: dict[str, Any]) -> tuple[str, ...]:
@@ -169,19 +206,28 @@ def _parse_datasets(raw: Any, data: dict[str, Any]) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _parse_models(raw: Any, shared: ModelParams) -> dict[str, ModelSpec]:
+def _parse_models(raw: Any, shared: ModelParams, train: TrainParams
+                  ) -> tuple[dict[str, ModelSpec], dict[str, dict[str, Any]]]:
     raw = require_mapping("models", raw)
     if not raw:
         fail("models", "must name at least one model, e.g. `lstm: {}`")
-    models = {}
+    models, overrides = {}, {}
     for name, entry in raw.items():
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             fail("models", f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
-        variant = build(VariantParams, entry, f"models.{name}")
+        variant = build(VariantParams, entry, f"models.{name}", ignore=("train",))
         kind = variant.kind or name
         if kind not in MODEL_KINDS:
             where = f"models.{name}.kind" if variant.kind else f"models.{name}"
             fail(where, f"is not a known model; choose from: {', '.join(MODEL_KINDS)} "
                  f"(or give the entry a `kind:`), got {shown(kind)}")
-        models[name] = ModelSpec(name, kind, variant.hidden or shared.hidden, variant.layers or shared.layers)
-    return models
+        if variant.forget_bias is not None and kind != "lstm":
+            fail(f"models.{name}.forget_bias", f"applies to lstm variants only; this one is a {kind}")
+        forget_bias = variant.forget_bias if variant.forget_bias is not None else shared.forget_bias
+        models[name] = ModelSpec(name, kind, variant.hidden or shared.hidden, variant.layers or shared.layers,
+                                 forget_bias if kind == "lstm" else None)
+        override = _train_override(require_mapping(f"models.{name}", entry).get("train"), f"models.{name}.train",
+                                   train)
+        if override:
+            overrides[name] = override
+    return models, overrides

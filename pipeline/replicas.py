@@ -73,7 +73,7 @@ def side_by_side(x: torch.Tensor) -> torch.Tensor:
 class ReplicaStack(nn.Module):
     """R models of one kind and shape; `predict_next(x)` maps (R, B, T, F) inputs to (R, B, F_out)."""
 
-    def __init__(self, kind: str, shape: Shape, seeds: Sequence[int]) -> None:
+    def __init__(self, kind: str, shape: Shape, seeds: Sequence[int], forget_bias: float | None = None) -> None:
         super().__init__()
         if kind not in GATES:
             raise ValueError(f"no replica stack for model kind '{kind}'")
@@ -81,6 +81,8 @@ class ReplicaStack(nn.Module):
         for seed in seeds:
             torch.manual_seed(seed)  # exactly the initialisation a single run with this seed gets
             members.append(models.build(kind, shape))
+            if forget_bias is not None:
+                models.set_forget_bias(members[-1], forget_bias)
         self.kind, self.shape, self.seeds = kind, shape, list(seeds)
         self.names = [name for name, _ in members[0].named_parameters()]
         self.weights = nn.ParameterList(

@@ -7,6 +7,7 @@ declarations and raises `SchemaError` whose message names the full dotted key, e
 
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -53,6 +54,11 @@ def _number(key: str, value: Any, kind: type) -> Any:
 
 def _convert(key: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):  # `float | None`: null keeps the default behaviour
+        if value is None:
+            return None
+        annotation, = (a for a in typing.get_args(annotation) if a is not type(None))
+        return _convert(key, value, annotation)
     if origin is tuple:
         item_type = typing.get_args(annotation)[0]
         if not isinstance(value, list):
@@ -75,6 +81,8 @@ def _check_bounds(key: str, value: Any, meta: Mapping[str, Any], written: Any) -
     """`written` is the value as the user wrote it, so that messages quote -1 rather than -1.0."""
     pairs = zip(value, written) if isinstance(value, tuple) else ((value, written),)
     for item, as_written in pairs:
+        if item is None:
+            continue
         if "choices" in meta and item not in meta["choices"]:
             fail(key, f"must be one of: {', '.join(meta['choices'])}; got {shown(as_written)}")
         if "gt" in meta and not item > meta["gt"]:

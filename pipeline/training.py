@@ -14,23 +14,13 @@ import dataclasses
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from pipeline import baselines, checkpoints, datasets
 from pipeline.artifacts import Paths, guaranteed, write_csv, write_json
-from pipeline.params import Params
-
-
-@dataclass
-class History:
-    """The outcome of training: one row per epoch and the best validation loss, which the kept weights reach."""
-
-    rows: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, train_loss, val_loss)
-    best_epoch: int = 0
-    best_val_loss: float = math.inf
-    diverged: bool = False
+from pipeline.history import History
+from pipeline.params import ModelSpec, Params, TrainParams
 
 
 def replica_seed(seed: int, replica: int) -> int:
@@ -57,8 +47,9 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -
         # `model.hidden` leaves it byte-identical and DVC skips its evaluation.
         shape = dataclasses.replace(shape, hidden=0, layers=0)
     else:
-        seeds = [replica_seed(params.seed, r) for r in range(params.train.replicas)]
-        histories, arrays, parameters, device = _fit_learned(params, data, spec.kind, shape, seeds, label)
+        cfg = params.training(dataset, model_name)
+        seeds = [replica_seed(params.seed, r) for r in range(cfg.replicas)]
+        histories, arrays, parameters, device = _fit_learned(params, cfg, data, spec, shape, seeds, label)
     seconds = time.perf_counter() - started
     metrics = train_metrics(histories, seeds, parameters, device)
     checkpoints.save(paths.checkpoint(dataset, model_name), spec.kind, shape, arrays)
@@ -140,8 +131,8 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
     return [history], [model.state()], 0, "cpu"
 
 
-def _fit_learned(params: Params, data: datasets.Dataset, kind: str, shape: checkpoints.Shape, seeds: list[int],
-                 label: str) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
+def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec: ModelSpec,
+                 shape: checkpoints.Shape, seeds: list[int], label: str) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
     from pipeline import fitting  # torch: imported only when a model is trained by gradients
     from pipeline.progress import Progress
     from pipeline.replicas import ReplicaStack
@@ -149,9 +140,9 @@ def _fit_learned(params: Params, data: datasets.Dataset, kind: str, shape: check
 
     device = resolve_device(params.device)
     configure(params.threads)
-    stack = ReplicaStack(kind, shape, seeds).to(device)
+    stack = ReplicaStack(spec.kind, shape, seeds, spec.forget_bias).to(device)
     histories = fitting.fit(stack, fitting.tensors(data, "train", device), fitting.tensors(data, "val", device),
-                            params.train, Progress(label, params.train.epochs))
+                            cfg, Progress(label, cfg.epochs))
     arrays = [stack.state_arrays(r) for r in range(stack.replicas)]
     return histories, arrays, stack.parameters_per_replica(), str(device)
 

@@ -93,7 +93,7 @@ def test_generate_dataset_defined_but_not_listed(project):
     (lambda r: r["data"]["sine"].update(dt=-0.5), "Error: params.yaml: data.sine.dt must be > 0, got -0.5"),
     (lambda r: r["train"].update(lr="fast"), "Error: params.yaml: train.lr must be a number, got 'fast'"),
     (lambda r: r["model"].update(hiden=3),
-     "Error: params.yaml: unknown key 'model.hiden'; expected one of: hidden, layers"),
+     "Error: params.yaml: unknown key 'model.hiden'; expected one of: forget_bias, hidden, layers"),
     (lambda r: r.update(device="gpu"),
      "Error: params.yaml: device must be auto, cpu, cuda, cuda:N or mps; got 'gpu'"),
 ], ids=["negative-dt", "lr-text", "typo", "device"])

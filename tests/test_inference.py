@@ -260,3 +260,39 @@ def test_a_rollout_resumes_after_a_prediction_the_exact_kernels_round_otherwise(
     monkeypatch.setattr(forward, "_fast_rollout", lambda *args: runs.append(args[2]) or fast_rollout(*args))
     np.testing.assert_array_equal(forward.rollout(context, 100), expected)
     assert len(runs) > 1 and runs == sorted(runs)  # it did resume, each time further on
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_forget_bias_lands_in_the_forget_rows_and_survives_the_numpy_forward(layers):
+    """torch orders an LSTM's gates i, f, g, o: `forget_bias` sets rows H..2H of b_ih (b_hh's to 0) in every
+    layer and nothing else; the numpy forward reads those rows as the forget gate, so it still matches torch."""
+    hidden = 5
+    shape = models.Shape(input_size=1, output_size=1, window=30, hidden=hidden, layers=layers)
+    torch.manual_seed(3)
+    plain = models.build("lstm", shape)
+    torch.manual_seed(3)
+    biased = models.build("lstm", shape)
+    models.set_forget_bias(biased, 4.0)
+    forget = slice(hidden, 2 * hidden)
+    for name, value in biased.state_dict().items():
+        before = plain.state_dict()[name]
+        if name.startswith("rnn.bias_"):
+            expected = 4.0 if name.startswith("rnn.bias_ih") else 0.0
+            assert torch.all(value[forget] == expected), name
+            keep = torch.ones(4 * hidden, dtype=torch.bool)
+            keep[forget] = False
+            assert torch.equal(value[keep], before[keep]), f"{name}: only the forget rows may change"
+        else:
+            assert torch.equal(value, before), f"{name} must be the weights build made"
+    x = np.random.default_rng(2).normal(size=(6, 30, 1)).astype(np.float32)
+    with torch.no_grad():
+        expected = biased.eval().predict_next(torch.from_numpy(x)).numpy()
+        unbiased = plain.eval().predict_next(torch.from_numpy(x)).numpy()
+    got = inference.restore(checkpoint_of(biased, "lstm", shape)).predict_next(x)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
+    assert np.abs(expected - unbiased).max() > 1e-3  # the bias changed what the model computes
+
+
+def test_forget_bias_is_an_lstm_setting():
+    with pytest.raises(ValueError, match="applies to LSTM models"):
+        models.set_forget_bias(models.build("gru", models.Shape(1, 1, 5, 4, 1)), 1.0)

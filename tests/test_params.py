@@ -85,6 +85,36 @@ def test_variant_inherits_shared_sizes_and_can_override_them(project):
     assert params.variant("big") == params_module.ModelSpec("big", "gru", 32, 2)
 
 
+def test_train_settings_resolve_train_then_variant_then_dataset(project):
+    """The documented order: `train:`, overridden by `models.<name>.train:`, overridden by `data.<name>.train:`;
+    each sets only its own keys, and a pair with no override gets `train:` itself."""
+    raw = tiny_params()
+    raw["train"].update(epochs=7, lr=0.01, patience=3)
+    raw["models"] = {"gru": {}, "gru_slow": {"kind": "gru", "train": {"lr": 0.001, "epochs": 9}}}
+    raw["data"]["memory_short"]["train"] = {"epochs": 11, "schedule": "cosine"}
+    write_params(project, raw)
+    params = params_module.load("params.yaml")
+    base = params.train
+    assert params.training("sine", "gru") == base
+    assert params.training("sine", "gru_slow") == dataclasses.replace(base, lr=0.001, epochs=9)
+    assert params.training("memory_short", "gru") == dataclasses.replace(base, epochs=11, schedule="cosine")
+    assert params.training("memory_short", "gru_slow") == dataclasses.replace(base, lr=0.001, epochs=11,
+                                                                               schedule="cosine")
+    with pytest.raises(ParamsError, match="no models.lstm entry"):
+        params.training("sine", "lstm")
+
+
+def test_forget_bias_reaches_lstm_variants_only(project):
+    raw = tiny_params()
+    raw["model"]["forget_bias"] = 2.0
+    raw["models"] = {"lstm": {}, "gru": {}, "lstm_far": {"kind": "lstm", "forget_bias": 3}}
+    write_params(project, raw)
+    params = params_module.load("params.yaml")
+    assert params.variant("lstm").forget_bias == 2.0
+    assert params.variant("lstm_far").forget_bias == 3.0
+    assert params.variant("gru").forget_bias is None  # the shared setting is an LSTM setting
+
+
 @pytest.mark.parametrize("text", ["lr: '1e-3'", "lr: 1e-3", "lr: 1.0e-3"])
 def test_numeric_string_lr_is_accepted(project, text):
     """PyYAML reads `1e-3` (no dot) as a string; it must still mean 0.001."""
@@ -120,13 +150,13 @@ def test_csv_path_under_data_raw_is_accepted(project):
 
 BAD = [
     ("unknown-key-typo", lambda r: r["model"].update(hiden=8),
-     "params.yaml: unknown key 'model.hiden'; expected one of: hidden, layers"),
+     "params.yaml: unknown key 'model.hiden'; expected one of: forget_bias, hidden, layers"),
     ("unknown-top-level-key", lambda r: r.update(sed=1),
      "params.yaml: unknown key 'sed'; expected one of: seed, data_seed, device, threads, datasets, models, data, model, "
      "train, evaluate"),
     ("unknown-key-in-data-entry", lambda r: r["data"]["sine"].update(windw=5),
      "params.yaml: unknown key 'data.sine.windw'; expected one of: dt, extrapolate_until, frequency, kind, noise, "
-     "train_until, val_fraction, window"),
+     "train, train_until, val_fraction, window"),
     ("lr-not-a-number", lambda r: r["train"].update(lr="1e-3x"),
      "params.yaml: train.lr must be a number, got '1e-3x'"),
     ("lr-bool", lambda r: r["train"].update(lr=True),
@@ -204,6 +234,23 @@ BAD = [
      lambda r: r["data"].update(mine={"kind": "csv", "path": "/etc/passwd", "column": "v"}),
      "params.yaml: data.mine.path must be a file under data/raw/ (the folder DVC watches for this stage), "
      "got '/etc/passwd'"),
+    ("unknown-schedule", lambda r: r["train"].update(schedule="step"),
+     "params.yaml: train.schedule must be one of: constant, exponential, cosine; got 'step'"),
+    ("decay-above-one", lambda r: r["train"].update(schedule="exponential", lr_decay=1.5),
+     "params.yaml: train.lr_decay must be <= 1, got 1.5"),
+    ("cosine-floor-above-lr", lambda r: r["train"].update(schedule="cosine", lr_min=0.5),
+     "params.yaml: train.lr_min must be <= lr (0.01) for the cosine schedule, got 0.5"),
+    ("unknown-key-in-variant-train", lambda r: r["models"].update(gru={"train": {"lrr": 0.1}}),
+     "params.yaml: unknown key 'models.gru.train.lrr'; expected one of: batch_size, clip_norm, epochs, lr, "
+     "lr_decay, lr_min, patience, replicas, schedule"),
+    ("bad-value-in-dataset-train", lambda r: r["data"]["sine"].update(train={"epochs": 0}),
+     "params.yaml: data.sine.train.epochs must be >= 1, got 0"),
+    ("dataset-train-not-a-mapping", lambda r: r["data"]["sine"].update(train=5),
+     "params.yaml: data.sine.train must be a mapping of keys to values, got 5"),
+    ("forget-bias-on-a-gru", lambda r: r["models"].update(gru={"forget_bias": 1.0}),
+     "params.yaml: models.gru.forget_bias applies to lstm variants only; this one is a gru"),
+    ("forget-bias-not-a-number", lambda r: r["model"].update(forget_bias="high"),
+     "params.yaml: model.forget_bias must be a number, got 'high'"),
 ]
 
 

@@ -68,7 +68,7 @@ BAD_PARAMS = {
     "missing-section": (lambda r: r.pop("train"),
                         "params.yaml: missing key 'train'; add it (the README lists every setting)"),
     "extra-key": (lambda r: r["model"].update(hiden=3),
-                  "params.yaml: unknown key 'model.hiden'; expected one of: hidden, layers"),
+                  "params.yaml: unknown key 'model.hiden'; expected one of: forget_bias, hidden, layers"),
     "lr-not-a-number": (lambda r: r["train"].update(lr="1e-3x"), "params.yaml: train.lr must be a number, "
                                                                  "got '1e-3x'"),
 }

@@ -609,3 +609,15 @@ def test_a_train_stage_never_imports_torch_dynamo(project):
     out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True,
                          env=source_env())
     assert out.stdout.split()[-2:] == ["False", "True"]
+
+
+def test_every_replica_starts_with_the_forget_bias(sine):
+    data = datasets.load(Paths().dataset("sine"))
+    stack = ReplicaStack("lstm", tiny_shape(data), [0, 1, 2], forget_bias=2.5)
+    plain = ReplicaStack("lstm", tiny_shape(data), [0, 1, 2])
+    hidden = tiny_shape(data).hidden
+    for r in range(3):
+        biased, before = stack.state_arrays(r), plain.state_arrays(r)
+        assert np.all(biased["rnn.bias_ih_l0"][hidden:2 * hidden] == 2.5)
+        assert np.all(biased["rnn.bias_hh_l0"][hidden:2 * hidden] == 0.0)
+        assert np.array_equal(biased["rnn.weight_hh_l0"], before["rnn.weight_hh_l0"])
