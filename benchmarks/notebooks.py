@@ -41,9 +41,10 @@ QUICK_EPOCHS = 2
 QUICK_SIZES = {  # the test suite's tiny profile, plus seed 004's series
     "sine": {"train_until": 20.0, "extrapolate_until": 30.0},
     "sine_004": {"train_until": 60.0, "extrapolate_until": 80.0},
-    "sincos": {"n_train": 40, "n_val": 10, "n_test": 10, "rollout_steps": 10},
-    "ramp": {"n_train": 60, "n_val": 10, "n_test": 10},
-    "trajectory": {"n_train": 60, "n_val": 10, "n_test": 10},
+    # windows: all gives each sincos, ramp and trajectory sequence rollout_steps (10) windows
+    "sincos": {"n_train": 4, "n_val": 2, "n_test": 10, "rollout_steps": 10},
+    "ramp": {"n_train": 6, "n_val": 2, "n_test": 10},
+    "trajectory": {"n_train": 6, "n_val": 2, "n_test": 10},
     "memory_short": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
     "memory_long": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
 }
@@ -62,6 +63,9 @@ def benchmark_params(quick: bool) -> Params:
         for name, sizes in QUICK_SIZES.items():
             raw["data"][name].update(sizes)
         raw["train"]["epochs"] = QUICK_EPOCHS
+        for entry in raw["data"].values():  # a dataset's own training settings, at the quick size too
+            if "train" in entry:
+                entry["train"]["epochs"] = QUICK_EPOCHS
     return parse(raw)
 
 
@@ -369,10 +373,10 @@ def run_pipeline(exp: Experiment, seed: int, data_dir: Path) -> dict:
     configure(params.threads)  # what training.run does, in its order, so the same weights come out
     shape = models.Shape(input_size=data.meta["n_features"], output_size=data.y_train.shape[-1],
                          window=data.meta["window"], hidden=spec.hidden, layers=spec.layers)
-    stack = ReplicaStack(spec.kind, shape, [params.seed]).to(device)  # replica 0's seed is the run's seed
+    stack = ReplicaStack(spec.kind, shape, [params.seed], spec.forget_bias).to(device)  # replica 0: the run's seed
     train, val = fitting.tensors(data, "train", device), fitting.tensors(data, "val", device)
     started = time.perf_counter()
-    history, = fitting.fit(stack, train, val, params.train)
+    history, = fitting.fit(stack, train, val, params.training(exp.dataset, exp.variant))
     seconds = time.perf_counter() - started
     checkpoint = paths.checkpoint(exp.dataset, exp.variant)
     checkpoints.save(checkpoint, spec.kind, shape, [stack.state_arrays(0)])

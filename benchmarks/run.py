@@ -1,7 +1,8 @@
 """Issue 7's benchmark: every figure it asks for, measured side by side in one run, checked against its target.
 
     python -m benchmarks.run [--quick] [--repeats N] [--seeds 0,1,2]
-                             [--only notebooks,kernels,rollout,pipeline,sweeps] [--output benchmarks/results.json]
+                             [--only notebooks,kernels,rollout,objective,pipeline,replicas,sweeps]
+                             [--output benchmarks/results.json]
 
 One process measures everything on the same machine in the same minutes, because timings taken on different days
 or machines do not compare. Timings are medians over repeats (over seeds for the notebook experiments), torch is
@@ -29,13 +30,15 @@ from pathlib import Path
 import torch
 
 from benchmarks import kernels, notebooks
+from benchmarks import objective_bench as ob
 from benchmarks import pipeline_bench as pb
 from benchmarks import replicas_bench as rb
 from pipeline import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
-SECTIONS = ("notebooks", "kernels", "rollout", "pipeline", "replicas", "sweeps")
+SECTIONS = ("notebooks", "kernels", "rollout", "objective", "pipeline", "replicas", "sweeps")
+FULL_REPRO_LIMIT = 600.0  # issue 14: the whole default `dvc repro` under 10 minutes on the 2-core CI machine
 CELLS = ("elman", "concat")  # our hand-written cells, each timed against kernels.TORCH_RNN
 # "Same numbers" for the rollout: the evaluate stage runs the numpy forward (pipeline/inference.py) and the
 # window-at-a-time loop the torch model, so float32 round-off differs per step and is fed back; over the sine's
@@ -116,6 +119,14 @@ def measure_rollout(root: Path, quick: bool, repeats: int) -> dict:
     return kernels.rollout_benchmark(root=Path(root), quick=quick, repeats=repeats)
 
 
+def measure_objective(quick: bool, repeats: int) -> dict:
+    """The free-running objective's cost per epoch against a teacher-forced epoch (objective_bench.py)."""
+    params = notebooks.benchmark_params(quick=False)
+    if quick:
+        return ob.epoch_costs(params, kinds=("rnn",), steps=(3,), epochs=1, repeats=1, replicas=2)
+    return ob.epoch_costs(params, repeats=min(repeats, 3))
+
+
 def measure_pipeline(source: Path, workdir: Path, quick: bool, repeats: int) -> dict:
     """A from-scratch `dvc repro` of HEAD (the committed params.yaml, or QUICK_REPRO's profile), then no-op
     repros and the stage commands' start-up in that clone, so that every pipeline figure is of one commit."""
@@ -183,6 +194,7 @@ def collect(sections: list[str], quick: bool, repeats: int, seeds: list[int], wo
         "notebooks": lambda: measure_notebooks(data_root, files, quick, seeds),
         "kernels": lambda: measure_kernels(quick, repeats),
         "rollout": lambda: measure_rollout(data_root, quick, repeats),
+        "objective": lambda: measure_objective(quick, repeats),
         "pipeline": lambda: measure_pipeline(source, workdir, quick, repeats),
         "replicas": lambda: measure_replicas(source, workdir, quick, repeats, measured),
         "sweeps": lambda: measure_sweeps(source, workdir, quick),
@@ -241,6 +253,14 @@ def targets(measured: Mapping[str, Mapping]) -> list[dict]:
                             f"vs {many['batched_seconds']:.3g} s"))
             rows.append(row("rollout", f"batched rollout max |difference|, {many['experiment']}",
                             many["fused"]["max_abs_diff"], "<=", ROLLOUT_TOLERANCE))
+    if "objective" in measured:
+        ob_ = measured["objective"]
+        for kind, costs in ob_["kinds"].items():
+            for k in ob_["steps"]:
+                rows.append(row("objective", f"free-running epoch, {k} steps / teacher-forced epoch, "
+                                f"{ob_['dataset']}/{kind}", costs[f"ratio_{k}"], "<=", float(k),
+                                f"{costs[str(k)]:.3g} s vs {costs['teacher_forced']:.3g} s per epoch, "
+                                f"{ob_['replicas']} replicas"))
     if "pipeline" in measured:
         full, noop = measured["pipeline"]["full_repro"], measured["pipeline"]["noop_repro"]
         start = measured["pipeline"]["startup"]
@@ -257,6 +277,8 @@ def targets(measured: Mapping[str, Mapping]) -> list[dict]:
         rows.append(row("pipeline", "no-op dvc repro, seconds", noop["seconds"], "<=", 3.0))
         rows.append(row("pipeline", "full dvc repro, seconds per (dataset, model) pair", full["seconds_per_pair"],
                         "<=", 6.0, f"{full['seconds']:.0f} s, {full['stages']} stages, {full['pairs']} pairs"))
+        rows.append(row("pipeline", "full dvc repro of the default params, seconds", full["seconds"], "<=",
+                        FULL_REPRO_LIMIT, f"{full['stages']} stages, {full['pairs']} pairs"))
     if "replicas" in measured:
         rep = measured["replicas"]
         stages = rep["stages"]

@@ -1,7 +1,10 @@
 """The dataset file format shared by every stage, plus the helpers generators use to build it.
 
 A dataset is a set of (window -> next value) examples split into train, val and test, plus, for datasets that
-can be continued, a *rollout* task: context windows and their true continuation. Arrays are stored in the
+can be continued, a *rollout* task: context windows and their true continuation, and the training and validation
+*sequences* the windows were cut from (for the free-running objective, which needs each window's true
+continuation: `sequences_<split>` (S, L, F) and `starts_<split>` (N, 2) = (sequence, offset) of every window
+whose continuation may be used, inside its split's part of the data). Arrays are stored in the
 data's original units; the scaling statistics (from the training inputs only) travel with them, so that
 training and evaluation need no generator params. One `.npz` holds everything, readable without pickle.
 """
@@ -17,7 +20,9 @@ from pipeline.artifacts import atomic_path
 from pipeline.errors import ArtifactError
 
 SPLITS = ("train", "val", "test")
-ARRAYS = tuple(f"{xy}_{s}" for s in SPLITS for xy in "xy") + ("rollout_context", "rollout_target")
+FIT_SPLITS = ("train", "val")
+ARRAYS = (tuple(f"{xy}_{s}" for s in SPLITS for xy in "xy") + ("rollout_context", "rollout_target")
+          + tuple(f"{a}_{s}" for s in FIT_SPLITS for a in ("sequences", "starts")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +37,35 @@ class Dataset:
     y_test: np.ndarray
     rollout_context: np.ndarray
     rollout_target: np.ndarray
+    sequences_train: np.ndarray
+    starts_train: np.ndarray
+    sequences_val: np.ndarray
+    starts_val: np.ndarray
     meta: dict[str, Any]
 
     @property
     def has_rollout(self) -> bool:
         return len(self.rollout_context) > 0
+
+    def continuations(self, split: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every window of `split` ("train" or "val") that has `steps` true values after it inside its part of
+        the data: contexts (N, T, F) and continuations (N, steps, F), in original units."""
+        sequences, starts = getattr(self, f"sequences_{split}"), getattr(self, f"starts_{split}")
+        window = self.meta["window"]
+        if len(starts) == 0:
+            return (np.zeros((0, window, self.meta["n_features"]), np.float32),
+                    np.zeros((0, steps, self.meta["n_features"]), np.float32))
+        room = sequences.shape[1] - starts[:, 1] - window  # values after each window in its sequence
+        keep = starts[room >= steps]
+        index = keep[:, 1:2] + np.arange(window + steps)[None, :]  # (N, T + steps)
+        segments = sequences[keep[:, :1], index]
+        return segments[:, :window], segments[:, window:]
+
+    def longest_continuation(self, split: str) -> int:
+        starts = getattr(self, f"starts_{split}")
+        if len(starts) == 0:
+            return 0
+        return int((getattr(self, f"sequences_{split}").shape[1] - starts[:, 1] - self.meta["window"]).max())
 
     def scaled(self, array: np.ndarray) -> np.ndarray:
         return ((array - self.meta["scale_mean"]) / self.meta["scale_std"]).astype(np.float32)
@@ -47,8 +76,11 @@ class Dataset:
 
 def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tuple[np.ndarray, np.ndarray]],
                  rollout: tuple[np.ndarray, np.ndarray] | None, time_step: float = 1.0,
-                 time_label: str = "step") -> Dataset:
-    """Assemble a Dataset, computing the scaling statistics from the training inputs only."""
+                 time_label: str = "step",
+                 sequences: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Dataset:
+    """Assemble a Dataset, computing the scaling statistics from the training inputs only. `sequences` maps
+    "train" and "val" to (sequences, starts) as the module's docstring describes; None for data that cannot
+    be continued (every window's continuation is then unknown)."""
     x_train = splits["train"][0]
     n_features = x_train.shape[-1]
     mean = x_train.reshape(-1, n_features).mean(axis=0)
@@ -72,6 +104,10 @@ def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tu
         "time_step": float(time_step),
         "time_label": time_label,
     }
+    for split in FIT_SPLITS:
+        seqs, starts = (sequences or {}).get(split, (np.zeros((0, 0, n_features)), np.zeros((0, 2))))
+        arrays[f"sequences_{split}"] = np.asarray(seqs, dtype=np.float32)
+        arrays[f"starts_{split}"] = np.asarray(starts, dtype=np.int64).reshape(-1, 2)
     return Dataset(**arrays, rollout_context=np.asarray(rollout[0], dtype=np.float32),
                    rollout_target=np.asarray(rollout[1], dtype=np.float32), meta=meta)
 
@@ -89,10 +125,20 @@ def sliding_windows(series: np.ndarray, window: int) -> tuple[np.ndarray, np.nda
 def random_split(x: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator
                  ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Split examples at random: (kept, held out) with round(fraction * N) held out, at least one."""
-    order = rng.permutation(len(x))
-    n_out = max(1, round(fraction * len(x)))
-    keep, out = np.sort(order[n_out:]), np.sort(order[:n_out])
+    keep, out = random_split_index(len(x), fraction, rng)
     return (x[keep], y[keep]), (x[out], y[out])
+
+
+def random_split_index(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The indices `random_split` keeps and holds out, each sorted."""
+    order = rng.permutation(n)
+    n_out = max(1, round(fraction * n))
+    return np.sort(order[n_out:]), np.sort(order[:n_out])
+
+
+def first_windows(count: int) -> np.ndarray:
+    """Starts (sequence i, offset 0) of `count` sequences whose first window is their only example."""
+    return np.stack([np.arange(count), np.zeros(count, dtype=np.int64)], axis=1)
 
 
 def save(dataset: Dataset, path: Path) -> None:

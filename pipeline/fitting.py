@@ -8,6 +8,8 @@ only for learned variants.
 
 import math
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -62,15 +64,38 @@ def exploded(loss: float, reference: float) -> bool:
     return not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(reference, 1.0)
 
 
+Predict = Callable[[ReplicaStack, torch.Tensor, list[int]], torch.Tensor]
+
+
+def one_step(stack: ReplicaStack, x: torch.Tensor, members: list[int]) -> torch.Tensor:
+    """Teacher forcing: (M, B, T, F) true windows -> (M, B, F_out), each prediction from true values."""
+    return stack.predict_next(x, members)
+
+
+def free_running(steps: int) -> Predict:
+    """The free-running prediction of `steps` values, (M, B, T, F) contexts -> (M, B, steps, F): step k predicts
+    from the last T values (context, then its own predictions) from a fresh state, exactly as the evaluate
+    stage's rollout (evaluation.window_rollout) does, but differentiable through every fed-back value."""
+    def predict(stack: ReplicaStack, x: torch.Tensor, members: list[int]) -> torch.Tensor:
+        window, outputs = x, []
+        for _ in range(steps):
+            nxt = stack.predict_next(window, members)  # (M, B, F)
+            outputs.append(nxt)
+            window = torch.cat([window[:, :, 1:], nxt[:, :, None]], dim=2)
+        return torch.stack(outputs, dim=2)
+
+    return predict
+
+
 @torch.no_grad()
 def mean_loss(stack: ReplicaStack, x: torch.Tensor, y: torch.Tensor, members: list[int] | None = None,
-              batch_size: int = 4096) -> list[float]:
+              batch_size: int = 4096, predict: Predict = one_step) -> list[float]:
     """Each replica's MSE over (x, y), summed batch by batch: one value per replica in `members` (default all)."""
     stack.eval()
     members = list(range(stack.replicas)) if members is None else members
     totals = [0.0] * len(members)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        pred = stack.predict_next(xb.expand(len(members), *xb.shape), members)
+        pred = predict(stack, xb.expand(len(members), *xb.shape), members)
         totals = [t + torch.nn.functional.mse_loss(pred[i], yb, reduction="sum") for i, t in enumerate(totals)]
     return [float(t) / y.numel() for t in totals]
 
@@ -101,8 +126,22 @@ def _restore(stack: ReplicaStack, replica: int, state: list[torch.Tensor]) -> No
         w[replica] = value
 
 
+@dataclass
+class Phase:
+    """One training phase: what the model predicts from each example, for how long, at which rates."""
+
+    predict: Predict
+    epochs: int
+    patience: int  # epochs without a better validation loss before a replica stops; 0: never
+    learning_rate: Callable[[int], float]
+    batch_size: int
+    clip_norm: float
+
+
 def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-        cfg: TrainParams, progress: Progress | None = None) -> list[History]:
+        cfg: TrainParams, progress: Progress | None = None,
+        continued: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+        ) -> list[History]:
     """Train every replica in place and leave each at its best weights (lowest validation loss).
 
     Each replica has its own batch order (a generator seeded with its seed), its own gradient clipping, early
@@ -110,17 +149,44 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
     A replica that has stopped, early or by diverging, leaves the kernel calls (a long-running replica no longer
     carries the stopped ones) and is held at its best weights. A batch whose loss is non-finite for some replica
     is skipped for all of them, since 0 * inf in the shared backward pass would poison the others' gradients;
-    that replica is marked diverged and the others go on without it."""
-    replicas = stack.replicas
-    histories = [History() for _ in range(replicas)]
-    x, y = train
+    that replica is marked diverged and the others go on without it.
+
+    With `cfg.rollout_steps` K > 0, a second phase follows from each replica's best weights: the loss is the
+    error of K fed-back predictions from `continued` ((contexts, continuations) of train and val, scaled), at
+    `cfg.rollout_lr`, stopping early on the K-step validation loss. Its epoch 0 is the teacher-forced model, so
+    a replica keeps its first-phase weights unless the second phase improves their K-step validation loss."""
+    histories = [History() for _ in range(stack.replicas)]
     generators = [torch.Generator().manual_seed(seed) for seed in stack.seeds]  # init cannot shift shuffling
-    optimizer = Adam(stack.parameters(), lr=cfg.lr)
+    first = Phase(one_step, cfg.epochs, cfg.patience, lambda epoch: learning_rate(cfg, epoch), cfg.batch_size,
+                  cfg.clip_norm)
+    _train_phase(stack, train, val, first, generators, [h.rows for h in histories], histories, progress)
+    if cfg.rollout_steps:
+        if continued is None:
+            raise ValueError("rollout_steps > 0 needs the training sequences' continuations")
+        second = Phase(free_running(cfg.rollout_steps), cfg.rollout_epochs, cfg.rollout_patience,
+                       lambda epoch: cfg.rollout_lr, cfg.batch_size, cfg.clip_norm)
+        rollout = [History() for _ in range(stack.replicas)]
+        _train_phase(stack, *continued, second, generators, [h.rows for h in rollout], rollout,
+                     progress and Progress(f"{progress.label} free-running {cfg.rollout_steps} steps",
+                                           cfg.rollout_epochs, progress.stream))
+        for history, phase in zip(histories, rollout):
+            history.rollout, history.rollout_steps = phase, cfg.rollout_steps
+    return histories
+
+
+def _train_phase(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor],
+                 val: tuple[torch.Tensor, torch.Tensor], phase: Phase, generators: list[torch.Generator],
+                 rows: list[list], histories: list[History], progress: Progress | None) -> None:
+    """Run one phase for every replica, from the weights they have; leave each at its lowest validation loss
+    (epoch 0, the weights it came with, included), recording each epoch in `histories`."""
+    replicas = stack.replicas
+    x, y = train
+    optimizer = Adam(stack.parameters(), lr=phase.learning_rate(1))
     best = [_snapshot(stack, r) for r in range(replicas)]
-    untrained_val = mean_loss(stack, *val)  # epoch 0: the untrained model is the first "best"
-    references = [max(t, v) for t, v in zip(mean_loss(stack, *train), untrained_val)]
-    for history, loss in zip(histories, untrained_val):
-        history.best_val_loss = loss
+    start_val = mean_loss(stack, *val, predict=phase.predict)  # epoch 0: the starting weights are the first best
+    references = [max(t, v) for t, v in zip(mean_loss(stack, *train, predict=phase.predict), start_val)]
+    for history, loss in zip(histories, start_val):
+        history.best_val_loss = history.start_val_loss = loss
     active, stale = [True] * replicas, [0] * replicas
 
     def stop(r: int, diverged: bool = False) -> None:
@@ -128,13 +194,13 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
         histories[r].diverged |= diverged
         _restore(stack, r, best[r])
 
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, phase.epochs + 1):
         members = [r for r in range(replicas) if active[r]]  # only these go through the kernel this epoch
         if not members:
             break
         stack.train()
-        optimizer.lr = learning_rate(cfg, epoch)
-        orders = {r: torch.randperm(len(x), generator=generators[r]).split(cfg.batch_size) for r in members}
+        optimizer.lr = phase.learning_rate(epoch)
+        orders = {r: torch.randperm(len(x), generator=generators[r]).split(phase.batch_size) for r in members}
         batch_losses: dict[int, list[torch.Tensor]] = {r: [] for r in members}
         for batch in range(len(orders[members[0]])):
             members = [r for r in members if active[r]]
@@ -142,7 +208,7 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
                 break
             indices = [orders[r][batch].to(x.device) for r in members]
             targets = torch.stack([y[index] for index in indices])
-            pred = stack.predict_next(torch.stack([x[index] for index in indices]), members)
+            pred = phase.predict(stack, torch.stack([x[index] for index in indices]), members)
             loss = torch.stack([torch.nn.functional.mse_loss(pred[i], targets[i]) for i in range(len(members))])
             optimizer.zero_grad()
             finite = torch.isfinite(loss)
@@ -152,8 +218,8 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
                         stop(r, diverged=True)
                 continue
             loss.sum().backward()
-            if cfg.clip_norm > 0:
-                clip_per_replica(stack, cfg.clip_norm, members)
+            if phase.clip_norm > 0:
+                clip_per_replica(stack, phase.clip_norm, members)
             optimizer.step()
             for r in range(replicas):
                 if not active[r]:
@@ -163,28 +229,27 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
         members = [r for r in members if active[r]]
         train_loss = {r: float(torch.stack(batch_losses[r]).sum() / y.numel()) if batch_losses[r] else math.nan
                       for r in members}
-        val_loss = dict(zip(members, mean_loss(stack, *val, members))) if members else {}
+        val_loss = dict(zip(members, mean_loss(stack, *val, members, predict=phase.predict))) if members else {}
         for r in members:
             history = histories[r]
             if exploded(train_loss[r], references[r]) or exploded(val_loss[r], references[r]):
                 stop(r, diverged=True)
                 continue
-            history.rows.append((epoch, train_loss[r], val_loss[r]))
+            rows[r].append((epoch, train_loss[r], val_loss[r]))
             if val_loss[r] < history.best_val_loss:
                 history.best_val_loss, history.best_epoch, stale[r] = val_loss[r], epoch, 0
                 best[r] = _snapshot(stack, r)
             else:
                 stale[r] += 1
-                if stale[r] >= cfg.patience:
+                if phase.patience and stale[r] >= phase.patience:  # 0: no early stopping
                     stop(r)
         if progress:
-            running = [r for r in range(replicas) if histories[r].rows and histories[r].rows[-1][0] == epoch]
+            running = [r for r in range(replicas) if rows[r] and rows[r][-1][0] == epoch]
             if running:
                 progress.update(epoch, statistics.median(train_loss[r] for r in running),
                                 statistics.median(val_loss[r] for r in running))
     for r in range(replicas):
         _restore(stack, r, best[r])
-    return histories
 
 
 def tensors(data: datasets.Dataset, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets import Dataset, make_dataset, random_split, sliding_windows
+from pipeline.datasets import Dataset, first_windows, make_dataset, random_split_index, sliding_windows
 from pipeline.errors import DataError
 from pipeline.registry import Registry
 from pipeline.schema import fail, setting
@@ -43,6 +43,31 @@ def _held_out(rng: np.random.Generator, sequences: np.ndarray, n_val: int, n_tes
 def _next_value_splits(parts: dict[str, np.ndarray], length: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each sequence's first `length` points are the input window, the next point the target."""
     return {s: (seqs[:, :length], seqs[:, length]) for s, seqs in parts.items()}
+
+
+WINDOWS = ("first", "all")
+
+
+def _sequence_splits(parts: dict[str, np.ndarray], length: int, windows: str
+                     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The (window -> next value) examples of each split, and the training and validation sequences with the
+    starts of their windows (the free-running objective's examples).
+
+    `first`: each sequence's first `length` values predict the next, as the seeds do; a rollout then asks for
+    positions (phases, magnitudes) no training window showed. `all`: every window of each training and
+    validation sequence, over all its `length + rollout_steps` values, so training covers every position a
+    rollout visits. Test examples are always the first window, where the rollout starts."""
+    splits = _next_value_splits(parts, length)
+    starts = {s: first_windows(len(parts[s])) for s in ("train", "val")}
+    if windows == "all":
+        for s in ("train", "val"):
+            count, total = parts[s].shape[:2]
+            offsets = np.arange(total - length)
+            starts[s] = np.stack(np.meshgrid(np.arange(count), offsets, indexing="ij"), axis=-1).reshape(-1, 2)
+            index = starts[s][:, 1:] + np.arange(length + 1)[None, :]
+            cut = parts[s][starts[s][:, :1], index]  # (count * offsets, length + 1, F)
+            splits[s] = (cut[:, :length], cut[:, length])
+    return splits, {s: (parts[s], starts[s]) for s in ("train", "val")}
 
 
 # --- sine: seed 002 (and 004) -----------------------------------------------------------------------------
@@ -84,10 +109,15 @@ def sine(spec: SineSpec, name: str, rng: np.random.Generator) -> Dataset:
     if spec.noise:
         series = series + spec.noise * rng.standard_normal(series.shape)
     train_part, ext_part = series[:n_train], series[n_train:]
-    train, val = random_split(*sliding_windows(train_part, spec.window), spec.val_fraction, rng)
+    x, y = sliding_windows(train_part, spec.window)
+    keep, out = random_split_index(len(x), spec.val_fraction, rng)
     test = sliding_windows(ext_part, spec.window)
     rollout = (train_part[None, -spec.window:], ext_part[None])
-    return make_dataset(name, "sine", ["sin(t)"], {"train": train, "val": val, "test": test}, rollout,
+    # Every window starts at its own index of the training part, which holds both splits' continuations.
+    starts = {s: np.stack([np.zeros_like(i), i], axis=1) for s, i in (("train", keep), ("val", out))}
+    sequences = {s: (train_part[None], starts[s]) for s in ("train", "val")}
+    splits = {"train": (x[keep], y[keep]), "val": (x[out], y[out]), "test": test}
+    return make_dataset(name, "sine", ["sin(t)"], splits, rollout, sequences=sequences,
                         time_step=spec.dt, time_label="t")
 
 
@@ -106,6 +136,7 @@ class SincosSpec:
     frequency_range: tuple[float, ...] = setting((0.5, 2.5), gt=0)
     weight_range: tuple[float, ...] = setting((0.5, 2.0))
     rollout_steps: int = setting(40, ge=1)
+    windows: str = setting("first", choices=WINDOWS)  # training windows: each sequence's first, or all
 
     def check(self, key: str) -> None:
         for field in ("frequency_range", "weight_range"):
@@ -126,7 +157,8 @@ def sincos(spec: SincosSpec, name: str, rng: np.random.Generator) -> Dataset:
     parts = _held_out(rng, values[..., None], spec.n_val, spec.n_test)
     test = parts["test"]
     rollout = (test[:, :spec.length], test[:, spec.length:])
-    return make_dataset(name, "sincos", ["value"], _next_value_splits(parts, spec.length), rollout)
+    splits, sequences = _sequence_splits(parts, spec.length, spec.windows)
+    return make_dataset(name, "sincos", ["value"], splits, rollout, sequences=sequences)
 
 
 # --- ramp and trajectory: seed 001 ----------------------------------------------------------------------------
@@ -143,6 +175,7 @@ class RampSpec:
     n_test: int = setting(200, ge=1)
     length: int = setting(5, ge=2)
     rollout_steps: int = setting(10, ge=1)
+    windows: str = setting("first", choices=WINDOWS)  # training windows: each sequence's first, or all
 
 
 @kind("ramp", RampSpec)
@@ -152,7 +185,8 @@ def ramp(spec: RampSpec, name: str, rng: np.random.Generator) -> Dataset:
     values = (k * rng.standard_normal((n, 1)))[..., None]
     parts = _held_out(rng, values, spec.n_val, spec.n_test)
     rollout = (parts["test"][:, :spec.length], parts["test"][:, spec.length:])
-    return make_dataset(name, "ramp", ["value"], _next_value_splits(parts, spec.length), rollout)
+    splits, sequences = _sequence_splits(parts, spec.length, spec.windows)
+    return make_dataset(name, "ramp", ["value"], splits, rollout, sequences=sequences)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +201,7 @@ class TrajectorySpec:
     length: int = setting(5, ge=2)
     intercept_scale: float = setting(5.0, ge=0)
     rollout_steps: int = setting(10, ge=1)
+    windows: str = setting("first", choices=WINDOWS)  # training windows: each sequence's first, or all
 
 
 @kind("trajectory", TrajectorySpec)
@@ -178,7 +213,8 @@ def trajectory(spec: TrajectorySpec, name: str, rng: np.random.Generator) -> Dat
     values = np.stack([x, a * x + b], axis=-1)  # (n, L, 2)
     parts = _held_out(rng, values, spec.n_val, spec.n_test)
     rollout = (parts["test"][:, :spec.length], parts["test"][:, spec.length:])
-    return make_dataset(name, "trajectory", ["x", "y"], _next_value_splits(parts, spec.length), rollout)
+    splits, sequences = _sequence_splits(parts, spec.length, spec.windows)
+    return make_dataset(name, "trajectory", ["x", "y"], splits, rollout, sequences=sequences)
 
 
 # --- memory: seed 001's "limits of RNNs" ---------------------------------------------------------------------
@@ -287,4 +323,9 @@ def csv_series(spec: CsvSpec, name: str, rng: np.random.Generator) -> Dataset:
     if steps > n_test:
         raise DataError(f"data.{name}.rollout_steps is {steps} but the test part has only {n_test} values")
     rollout = (series[None, test_start - spec.window:test_start], series[None, test_start:test_start + steps])
-    return make_dataset(name, "csv", [spec.column], splits, rollout)
+    # A training window's continuation stays in the training part, a validation window's in train + val.
+    window_start = target_index - spec.window
+    sequences = {"train": (series[None, :n_train], window_start[split_of == 0]),
+                 "val": (series[None, :test_start], window_start[split_of == 1])}
+    sequences = {s: (seqs, np.stack([np.zeros_like(w), w], axis=1)) for s, (seqs, w) in sequences.items()}
+    return make_dataset(name, "csv", [spec.column], splits, rollout, sequences=sequences)

@@ -13,4 +13,7 @@ class History:
     rows: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, train_loss, val_loss)
     best_epoch: int = 0
     best_val_loss: float = math.inf
+    start_val_loss: float = math.inf  # epoch 0: the weights training started from
     diverged: bool = False
+    rollout: "History | None" = None  # the free-running phase (train.rollout_steps), losses over its K steps
+    rollout_steps: int = 0

@@ -22,6 +22,7 @@ from pipeline.schema import SchemaError, build, fail, require_mapping, setting, 
 MODEL_KINDS = ("concat", "elman", "gru", "linear", "lstm", "persistence", "rnn")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
+GATED = ("lstm", "gru")  # the kinds with a gate that keeps the old state (model.forget_bias)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +31,7 @@ class ModelParams:
 
     hidden: int = setting(16, ge=1)
     layers: int = setting(1, ge=1)
-    forget_bias: float | None = setting(None)  # LSTM forget gate's initial bias; null: torch's initialisation
+    forget_bias: float | None = setting(None)  # LSTM forget / GRU update gate's initial bias; null: torch's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +57,13 @@ class TrainParams:
     lr_decay: float = setting(0.985, gt=0, le=1)  # exponential: lr x lr_decay ** (epoch - 1)
     lr_min: float = setting(0.0, ge=0)  # cosine: from lr down to lr_min over `epochs`
     clip_norm: float = setting(1.0, ge=0)  # 0 turns clipping off
-    patience: int = setting(10, ge=1)
+    patience: int = setting(10, ge=0)  # early stopping; 0: every epoch runs (the best weights are still kept)
     replicas: int = setting(5, ge=1)  # learned pairs train this many seeds at once; baselines are one fit
+    # The free-running phase (fitting.fit): after teacher forcing, K fed-back steps per example; 0 turns it off.
+    rollout_steps: int = setting(0, ge=0)
+    rollout_lr: float = setting(0.0003, gt=0)
+    rollout_epochs: int = setting(30, ge=1)
+    rollout_patience: int = setting(10, ge=0)
 
     def check(self, key: str) -> None:
         if self.schedule == "cosine" and self.lr_min > self.lr:
@@ -221,11 +227,11 @@ def _parse_models(raw: Any, shared: ModelParams, train: TrainParams
             where = f"models.{name}.kind" if variant.kind else f"models.{name}"
             fail(where, f"is not a known model; choose from: {', '.join(MODEL_KINDS)} "
                  f"(or give the entry a `kind:`), got {shown(kind)}")
-        if variant.forget_bias is not None and kind != "lstm":
-            fail(f"models.{name}.forget_bias", f"applies to lstm variants only; this one is a {kind}")
+        if variant.forget_bias is not None and kind not in GATED:
+            fail(f"models.{name}.forget_bias", f"applies to lstm and gru variants only; this one is a {kind}")
         forget_bias = variant.forget_bias if variant.forget_bias is not None else shared.forget_bias
         models[name] = ModelSpec(name, kind, variant.hidden or shared.hidden, variant.layers or shared.layers,
-                                 forget_bias if kind == "lstm" else None)
+                                 forget_bias if kind in GATED else None)
         override = _train_override(require_mapping(f"models.{name}", entry).get("train"), f"models.{name}.train",
                                    train)
         if override:

@@ -20,6 +20,7 @@ import numpy as np
 from pipeline import baselines, checkpoints, datasets
 from pipeline.artifacts import Paths, guaranteed, write_csv, write_json
 from pipeline.history import History
+from pipeline.errors import ParamsError
 from pipeline.params import ModelSpec, Params, TrainParams
 
 
@@ -48,6 +49,7 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -
         shape = dataclasses.replace(shape, hidden=0, layers=0)
     else:
         cfg = params.training(dataset, model_name)
+        check_free_running(cfg, data, dataset)
         seeds = [replica_seed(params.seed, r) for r in range(cfg.replicas)]
         histories, arrays, parameters, device = _fit_learned(params, cfg, data, spec, shape, seeds, label)
     seconds = time.perf_counter() - started
@@ -65,6 +67,22 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -
     print(f"{label}: {state} best val loss {metrics['best_val_loss']:.4g}{replicas} at epoch "
           f"{metrics['best_epoch']:g} in {seconds:.1f}s on {device}")
     return metrics
+
+
+def check_free_running(cfg: TrainParams, data: datasets.Dataset, dataset: str) -> None:
+    """The free-running phase needs every split it uses to have true continuations of K steps: one line that
+    names the setting otherwise, before any training starts."""
+    steps = cfg.rollout_steps
+    if not steps:
+        return
+    if not data.has_rollout:
+        raise ParamsError(f"params.yaml: train.rollout_steps is {steps} for data.{dataset}, which cannot be rolled "
+                          f"out (its target is not its next value); set data.{dataset}.train.rollout_steps: 0")
+    longest = min(data.longest_continuation(split) for split in ("train", "val"))
+    if longest < steps:
+        raise ParamsError(f"params.yaml: train.rollout_steps is {steps} but data.{dataset}'s training and "
+                          f"validation sequences continue at most {longest} steps after a window; use "
+                          f"rollout_steps <= {longest} for it (data.{dataset}.train.rollout_steps)")
 
 
 # Losses are means of squares of values scaled to unit variance, accumulated in float32 (learned models) or
@@ -96,12 +114,29 @@ def train_metrics(histories: list[History], seeds: list[int], parameters: int, d
             "final_val_loss": _loss(last[2]),
             "diverged": history.diverged,
         }
+        if history.rollout is not None:
+            phase = history.rollout
+            per_replica[str(r)].update({
+                "rollout_start_val_loss": _loss(phase.start_val_loss),
+                "rollout_best_val_loss": _loss(phase.best_val_loss),
+                "rollout_best_epoch": phase.best_epoch,
+                "rollout_epochs_run": (phase.rows[-1][0] if phase.rows else 0) + (1 if phase.diverged else 0),
+            })
+            per_replica[str(r)]["diverged"] = history.diverged or phase.diverged
 
     def median(key: str) -> float | None:
         values = [row[key] for row in per_replica.values() if row[key] is not None]
         return _loss(statistics.median(values)) if values else None
 
-    diverged = sum(h.diverged for h in histories)
+    diverged = sum(row["diverged"] for row in per_replica.values())
+    free_running = {}
+    if any(h.rollout is not None for h in histories):
+        free_running = {"free_running": {
+            "steps": histories[0].rollout_steps,
+            "start_val_loss": median("rollout_start_val_loss"),
+            "best_val_loss": median("rollout_best_val_loss"),
+            "improved_replicas": sum(h.rollout.best_epoch > 0 for h in histories),
+        }}
     return {
         "replicas": len(histories),
         "deterministic": not seeds,
@@ -114,6 +149,7 @@ def train_metrics(histories: list[History], seeds: list[int], parameters: int, d
         "diverged_replicas": diverged,
         "parameters": parameters,
         "device": device,
+        **free_running,
         "per_replica": per_replica,
     }
 
@@ -132,7 +168,10 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
 
 
 def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec: ModelSpec,
-                 shape: checkpoints.Shape, seeds: list[int], label: str) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
+                 shape: checkpoints.Shape, seeds: list[int], label: str
+                 ) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
+    import torch
+
     from pipeline import fitting  # torch: imported only when a model is trained by gradients
     from pipeline.progress import Progress
     from pipeline.replicas import ReplicaStack
@@ -141,8 +180,12 @@ def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec:
     device = resolve_device(params.device)
     configure(params.threads)
     stack = ReplicaStack(spec.kind, shape, seeds, spec.forget_bias).to(device)
+    continued = None
+    if cfg.rollout_steps:
+        continued = tuple(tuple(torch.from_numpy(data.scaled(a)).to(device)
+                                for a in data.continuations(split, cfg.rollout_steps)) for split in ("train", "val"))
     histories = fitting.fit(stack, fitting.tensors(data, "train", device), fitting.tensors(data, "val", device),
-                            cfg, Progress(label, cfg.epochs))
+                            cfg, Progress(label, cfg.epochs), continued)
     arrays = [stack.state_arrays(r) for r in range(stack.replicas)]
     return histories, arrays, stack.parameters_per_replica(), str(device)
 

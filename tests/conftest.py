@@ -11,9 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY_SIZES = {
     "sine": {"train_until": 20.0, "extrapolate_until": 30.0},
-    "sincos": {"n_train": 40, "n_val": 10, "n_test": 10, "rollout_steps": 10},
-    "ramp": {"n_train": 60, "n_val": 10, "n_test": 10},
-    "trajectory": {"n_train": 60, "n_val": 10, "n_test": 10},
+    # windows: all gives each sincos, ramp and trajectory sequence rollout_steps (10) windows
+    "sincos": {"n_train": 4, "n_val": 2, "n_test": 10, "rollout_steps": 10},
+    "ramp": {"n_train": 6, "n_val": 2, "n_test": 10},
+    "trajectory": {"n_train": 6, "n_val": 2, "n_test": 10},
     "memory_short": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
     "memory_long": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
 }
@@ -44,6 +45,9 @@ def tiny_params() -> dict:
         raw["data"][name].update(sizes)
     raw["model"] = {"hidden": 4, "layers": 1}
     raw["train"].update(epochs=2, batch_size=16, patience=2, replicas=3)
+    for entry in raw["data"].values():  # per-dataset training settings keep their kind, at the tiny size
+        if "train" in entry:
+            entry["train"].update(epochs=2, **({"patience": 2} if entry["train"].get("patience") else {}))
     return raw
 
 

@@ -163,3 +163,17 @@ def test_throughput_times_a_training_step(kind, parameters):
     assert result["parameters"] == parameters
     assert 0 < result["seconds_per_update"] < 1
     assert result["sequence_steps_per_second"] == pytest.approx(4 * 5 / result["seconds_per_update"])
+
+
+# --- the free-running objective's cost ------------------------------------------------------------------------
+
+def test_objective_bench_times_both_phases(project):
+    from benchmarks import objective_bench
+    from pipeline import params as params_module
+
+    costs = objective_bench.epoch_costs(params_module.load("params.yaml"), kinds=("rnn",), steps=(2,), epochs=1,
+                                        repeats=1, replicas=2)
+    rnn = costs["kinds"]["rnn"]
+    assert costs["steps"] == [2] and set(rnn["runs"]) == {"0", "2"}
+    assert rnn["teacher_forced"] > 0 and rnn["2"] > 0  # the phase costs something beyond its first epoch
+    assert rnn["ratio_2"] == pytest.approx(rnn["2"] / rnn["teacher_forced"])

@@ -21,7 +21,7 @@ from pipeline import generate as generate_stage
 from pipeline import params as params_module
 from pipeline.errors import ArtifactError, DataError, ParamsError
 from pipeline.generators import KINDS, read_series
-from pipeline.schema import build
+from pipeline.schema import SchemaError, build
 
 from conftest import tiny_params, write_params
 
@@ -180,7 +180,7 @@ def test_build_uses_the_params_data_seed_and_spec(project):
     direct = KINDS.get("ramp").generate(params.dataset("ramp"), "ramp", np.random.default_rng(3))
     for name in datasets.ARRAYS:
         assert getattr(data, name).tobytes() == getattr(direct, name).tobytes(), name
-    assert len(data.x_train) == raw["data"]["ramp"]["n_train"]
+    assert len(data.x_train) == raw["data"]["ramp"]["n_train"] * raw["data"]["ramp"]["rollout_steps"]  # windows: all
     assert generate_stage.build(params, "ramp").x_train.tobytes() == data.x_train.tobytes()
 
 
@@ -325,7 +325,8 @@ def test_save_load_round_trip(in_project, kind, tmp_path):
     back = datasets.load(path)
     for name in datasets.ARRAYS:
         a, b = getattr(data, name), getattr(back, name)
-        assert b.dtype == np.float32 and a.shape == b.shape and a.tobytes() == b.tobytes(), name
+        dtype = np.int64 if name.startswith("starts_") else np.float32
+        assert b.dtype == dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
     assert back.meta == data.meta
     assert back.has_rollout == data.has_rollout
 
@@ -511,3 +512,49 @@ def test_csv_path_under_data_raw_generates(in_project):
     data = generate_stage.build(params, "mine")
     assert data.meta["kind"] == "csv" and data.meta["features"] == ["value"]
     assert sum(data.meta["sizes"].values()) == CSV_LENGTH - 10
+
+
+@pytest.mark.parametrize("kind", sorted(SPECS))
+def test_continuations_are_the_true_values_after_each_window(in_project, kind):
+    """The free-running objective's examples: each training/validation window (exactly the split's windows, in
+    the split's own part of the data) and the values that truly follow it."""
+    data = generate(kind)
+    for split in ("train", "val"):
+        longest = data.longest_continuation(split)
+        if not data.has_rollout:
+            assert longest == 0 and len(data.continuations(split, 1)[0]) == 0
+            continue
+        assert longest >= 1
+        context, after = data.continuations(split, 1)
+        windows = {w.tobytes(): t.tobytes() for w, t in zip(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))}
+        assert len(context) >= 1
+        for c, a in zip(context, after):
+            assert windows.get(c.tobytes()) == a[0].tobytes(), "a context must be a window of the split"
+        context, after = data.continuations(split, longest)
+        assert len(context) >= 1 and after.shape[1] == longest
+        assert len(data.continuations(split, longest + 1)[0]) == 0
+
+
+@pytest.mark.parametrize("kind", ["sincos", "ramp", "trajectory"])
+def test_all_windows_cover_what_the_rollout_visits(kind):
+    """`windows: all` trains on every window of each training sequence: the seed's first windows are among
+    them, every position a rollout predicts is a training target somewhere, and the held-out splits' test
+    examples and rollout are untouched."""
+    first, every = generate(kind, windows="first"), generate(kind, windows="all")
+    length, steps = first.meta["window"], first.meta["rollout_steps"]
+    n_train = len(first.x_train)
+    assert len(every.x_train) == n_train * steps and len(every.x_val) == len(first.x_val) * steps
+    assert rows(first.x_train) <= rows(every.x_train)
+    for name in ("x_test", "y_test", "rollout_context", "rollout_target"):
+        assert np.array_equal(getattr(first, name), getattr(every, name)), name
+    # each training sequence's windows end at every position after the first window, once
+    positions = every.starts_train[:, 1] + length
+    assert sorted(set(positions.tolist())) == list(range(length, length + steps))
+    if kind == "trajectory":  # x is the position itself: the rollout's positions are all training targets
+        assert set(np.unique(every.rollout_target[..., 0])) <= set(np.unique(every.y_train[:, 0]))
+        assert not set(np.unique(first.rollout_target[..., 0])) <= set(np.unique(first.y_train[:, 0]))
+
+
+def test_unknown_windows_setting_is_refused():
+    with pytest.raises(SchemaError, match="windows must be one of: first, all; got 'some'"):
+        make_spec("ramp", windows="some")

@@ -263,36 +263,38 @@ def test_a_rollout_resumes_after_a_prediction_the_exact_kernels_round_otherwise(
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_lstm_forget_bias_lands_in_the_forget_rows_and_survives_the_numpy_forward(layers):
-    """torch orders an LSTM's gates i, f, g, o: `forget_bias` sets rows H..2H of b_ih (b_hh's to 0) in every
-    layer and nothing else; the numpy forward reads those rows as the forget gate, so it still matches torch."""
+@pytest.mark.parametrize("kind, gates", [("lstm", 4), ("gru", 3)])
+def test_forget_bias_lands_in_the_keep_gate_rows_and_survives_the_numpy_forward(kind, gates, layers):
+    """torch orders an LSTM's gates i, f, g, o and a GRU's r, z, n: `forget_bias` sets rows H..2H (the forget
+    gate, the update gate) of b_ih, and b_hh's to 0, in every layer and nothing else; the numpy forward reads
+    those rows as that gate, so it still matches torch."""
     hidden = 5
     shape = models.Shape(input_size=1, output_size=1, window=30, hidden=hidden, layers=layers)
     torch.manual_seed(3)
-    plain = models.build("lstm", shape)
+    plain = models.build(kind, shape)
     torch.manual_seed(3)
-    biased = models.build("lstm", shape)
+    biased = models.build(kind, shape)
     models.set_forget_bias(biased, 4.0)
-    forget = slice(hidden, 2 * hidden)
+    keep_gate = slice(hidden, 2 * hidden)
     for name, value in biased.state_dict().items():
         before = plain.state_dict()[name]
         if name.startswith("rnn.bias_"):
             expected = 4.0 if name.startswith("rnn.bias_ih") else 0.0
-            assert torch.all(value[forget] == expected), name
-            keep = torch.ones(4 * hidden, dtype=torch.bool)
-            keep[forget] = False
-            assert torch.equal(value[keep], before[keep]), f"{name}: only the forget rows may change"
+            assert torch.all(value[keep_gate] == expected), name
+            others = torch.ones(gates * hidden, dtype=torch.bool)
+            others[keep_gate] = False
+            assert torch.equal(value[others], before[others]), f"{name}: only the keep gate's rows may change"
         else:
             assert torch.equal(value, before), f"{name} must be the weights build made"
     x = np.random.default_rng(2).normal(size=(6, 30, 1)).astype(np.float32)
     with torch.no_grad():
         expected = biased.eval().predict_next(torch.from_numpy(x)).numpy()
         unbiased = plain.eval().predict_next(torch.from_numpy(x)).numpy()
-    got = inference.restore(checkpoint_of(biased, "lstm", shape)).predict_next(x)
+    got = inference.restore(checkpoint_of(biased, kind, shape)).predict_next(x)
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5)
     assert np.abs(expected - unbiased).max() > 1e-3  # the bias changed what the model computes
 
 
-def test_forget_bias_is_an_lstm_setting():
-    with pytest.raises(ValueError, match="applies to LSTM models"):
-        models.set_forget_bias(models.build("gru", models.Shape(1, 1, 5, 4, 1)), 1.0)
+def test_forget_bias_is_a_gated_model_setting():
+    with pytest.raises(ValueError, match="applies to LSTM and GRU models"):
+        models.set_forget_bias(models.build("rnn", models.Shape(1, 1, 5, 4, 1)), 1.0)

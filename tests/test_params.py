@@ -104,15 +104,15 @@ def test_train_settings_resolve_train_then_variant_then_dataset(project):
         params.training("sine", "lstm")
 
 
-def test_forget_bias_reaches_lstm_variants_only(project):
+def test_forget_bias_reaches_gated_variants_only(project):
     raw = tiny_params()
     raw["model"]["forget_bias"] = 2.0
-    raw["models"] = {"lstm": {}, "gru": {}, "lstm_far": {"kind": "lstm", "forget_bias": 3}}
+    raw["models"] = {"lstm": {}, "gru": {}, "rnn": {}, "lstm_far": {"kind": "lstm", "forget_bias": 3}}
     write_params(project, raw)
     params = params_module.load("params.yaml")
-    assert params.variant("lstm").forget_bias == 2.0
+    assert params.variant("lstm").forget_bias == params.variant("gru").forget_bias == 2.0
     assert params.variant("lstm_far").forget_bias == 3.0
-    assert params.variant("gru").forget_bias is None  # the shared setting is an LSTM setting
+    assert params.variant("rnn").forget_bias is None  # a tanh RNN has no gate to bias
 
 
 @pytest.mark.parametrize("text", ["lr: '1e-3'", "lr: 1e-3", "lr: 1.0e-3"])
@@ -242,13 +242,13 @@ BAD = [
      "params.yaml: train.lr_min must be <= lr (0.01) for the cosine schedule, got 0.5"),
     ("unknown-key-in-variant-train", lambda r: r["models"].update(gru={"train": {"lrr": 0.1}}),
      "params.yaml: unknown key 'models.gru.train.lrr'; expected one of: batch_size, clip_norm, epochs, lr, "
-     "lr_decay, lr_min, patience, replicas, schedule"),
+     "lr_decay, lr_min, patience, replicas, rollout_epochs, rollout_lr, rollout_patience, rollout_steps, schedule"),
     ("bad-value-in-dataset-train", lambda r: r["data"]["sine"].update(train={"epochs": 0}),
      "params.yaml: data.sine.train.epochs must be >= 1, got 0"),
     ("dataset-train-not-a-mapping", lambda r: r["data"]["sine"].update(train=5),
      "params.yaml: data.sine.train must be a mapping of keys to values, got 5"),
-    ("forget-bias-on-a-gru", lambda r: r["models"].update(gru={"forget_bias": 1.0}),
-     "params.yaml: models.gru.forget_bias applies to lstm variants only; this one is a gru"),
+    ("forget-bias-on-an-rnn", lambda r: r["models"].update(rnn={"forget_bias": 1.0}),
+     "params.yaml: models.rnn.forget_bias applies to lstm and gru variants only; this one is a rnn"),
     ("forget-bias-not-a-number", lambda r: r["model"].update(forget_bias="high"),
      "params.yaml: model.forget_bias must be a number, got 'high'"),
 ]

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from conftest import source_env, tiny_params, write_params
-from pipeline import baselines, checkpoints, datasets, fitting, generate, models, params, runtime, training
+from pipeline import (baselines, checkpoints, datasets, evaluation, fitting, generate, inference, models, params,
+                      runtime, training)
 from pipeline.artifacts import Paths
 from pipeline.baselines import LinearAR
-from pipeline.errors import ArtifactError, DeviceError
+from pipeline.errors import ArtifactError, DeviceError, ParamsError
 from pipeline.replicas import ReplicaStack
 
 CPU = torch.device("cpu")
@@ -621,3 +622,97 @@ def test_every_replica_starts_with_the_forget_bias(sine):
         assert np.all(biased["rnn.bias_ih_l0"][hidden:2 * hidden] == 2.5)
         assert np.all(biased["rnn.bias_hh_l0"][hidden:2 * hidden] == 0.0)
         assert np.array_equal(biased["rnn.weight_hh_l0"], before["rnn.weight_hh_l0"])
+
+
+# --- the free-running phase -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", models.MODELS.names())
+def test_k_step_loss_is_the_evaluation_rollouts_error_on_the_same_weights(sine, kind):
+    """The objective trains exactly what the evaluate stage measures: K fed-back predictions from each context,
+    scored against the true continuation (here through the numpy forward the evaluate stage runs)."""
+    data = datasets.load(Paths().dataset("sine"))
+    steps = 7
+    stack = tiny_stack(kind, data, seeds=(0, 1))
+    with torch.no_grad():  # weights of a trained size, so the fed-back values move
+        for w in stack.weights:
+            w.mul_(2.0)
+    context, truth = (data.scaled(a) for a in data.continuations("val", steps))
+    losses = fitting.mean_loss(stack, torch.from_numpy(context), torch.from_numpy(truth),
+                               predict=fitting.free_running(steps))
+    for r, loss in enumerate(losses):
+        checkpoint = checkpoints.Checkpoint(kind, tiny_shape(data), [stack.state_arrays(r)], Path("m.npz"))
+        rolled = evaluation.rollout(inference.restore(checkpoint), context, steps)
+        expected = float(np.mean((rolled.astype(np.float64) - truth) ** 2))
+        assert loss == pytest.approx(expected, rel=1e-4, abs=1e-7)
+    assert losses[0] != losses[1]
+
+
+def test_free_running_phase_starts_from_the_teacher_forced_weights_and_never_ends_worse(sine):
+    data = datasets.load(Paths().dataset("sine"))
+    cfg = dataclasses.replace(sine.train, epochs=3, rollout_steps=5, rollout_epochs=3, rollout_patience=2,
+                              rollout_lr=0.003)
+    stack = tiny_stack("gru", data, seeds=(0, 1, 2))
+    continued = tuple(tuple(torch.from_numpy(data.scaled(a)) for a in data.continuations(s, 5))
+                      for s in ("train", "val"))
+    histories = fitting.fit(stack, split(data, "train"), split(data, "val"), cfg, continued=continued)
+    for r, history in enumerate(histories):
+        phase = history.rollout
+        assert history.rollout_steps == 5 and len(history.rows) == 3
+        assert 1 <= len(phase.rows) <= 3 and phase.best_val_loss <= phase.start_val_loss
+        kept = fitting.mean_loss(stack, *continued[1], predict=fitting.free_running(5))[r]
+        assert kept == pytest.approx(phase.best_val_loss, rel=1e-6)  # the weights left are the best ones
+
+
+def test_train_stage_records_the_free_running_phase(sine):
+    raw = tiny_params()
+    raw["models"] = {"gru_fr": {"kind": "gru", "train": {"rollout_steps": 4, "rollout_epochs": 2}}}
+    write_params(Path.cwd(), raw)
+    loaded = params.load("params.yaml")
+    metrics = training.run(loaded, "sine", "gru_fr")
+    assert metrics["free_running"]["steps"] == 4
+    assert 0 <= metrics["free_running"]["improved_replicas"] <= metrics["replicas"] == 3
+    row = metrics["per_replica"]["0"]
+    assert row["rollout_best_val_loss"] <= row["rollout_start_val_loss"] and row["rollout_epochs_run"] >= 1
+
+
+def test_free_running_on_data_without_a_rollout_is_one_clear_error(project):
+    raw = tiny_params()
+    raw["models"] = {"gru_fr": {"kind": "gru", "train": {"rollout_steps": 4}}}
+    write_params(project, raw)
+    loaded = params.load("params.yaml")
+    generate.run(loaded, "memory_short")
+    with pytest.raises(ParamsError) as info:
+        training.run(loaded, "memory_short", "gru_fr")
+    assert str(info.value) == ("params.yaml: train.rollout_steps is 4 for data.memory_short, which cannot be "
+                               "rolled out (its target is not its next value); set "
+                               "data.memory_short.train.rollout_steps: 0")
+    assert not Paths().checkpoint("memory_short", "gru_fr").exists()
+
+
+def test_free_running_longer_than_the_sequences_is_one_clear_error(project):
+    raw = tiny_params()
+    raw["train"]["rollout_steps"] = 11
+    write_params(project, raw)
+    loaded = params.load("params.yaml")
+    generate.run(loaded, "ramp")  # sequences of 5 + 10 values: at most 10 steps after the first window
+    with pytest.raises(ParamsError, match=r"continue at most 10 steps after a window; use rollout_steps <= 10"):
+        training.run(loaded, "ramp", "gru")
+
+
+def test_patience_zero_runs_every_epoch_and_keeps_the_best_weights(sine):
+    data = datasets.load(Paths().dataset("sine"))
+    cfg = dataclasses.replace(sine.train, epochs=6, patience=0, lr=0.05)
+    stack = tiny_stack("rnn", data, seeds=(0, 1))
+    histories = fitting.fit(stack, split(data, "train"), split(data, "val"), cfg)
+    for r, history in enumerate(histories):
+        assert [row[0] for row in history.rows] == [1, 2, 3, 4, 5, 6]
+        assert history.best_val_loss == min(row[2] for row in history.rows)
+        assert fitting.mean_loss(stack, *split(data, "val"))[r] == pytest.approx(history.best_val_loss, rel=1e-6)
+
+
+def test_a_gru_replica_starts_with_the_update_gate_bias(sine):
+    data = datasets.load(Paths().dataset("sine"))
+    hidden = tiny_shape(data).hidden
+    arrays = ReplicaStack("gru", tiny_shape(data), [0, 1], forget_bias=1.5).state_arrays(1)
+    assert np.all(arrays["rnn.bias_ih_l0"][hidden:2 * hidden] == 1.5)  # r, z, n: z is the update gate
+    assert np.all(arrays["rnn.bias_hh_l0"][hidden:2 * hidden] == 0.0)
