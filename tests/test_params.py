@@ -67,7 +67,8 @@ def test_tiny_profile_loads(project):
     params = params_module.load("params.yaml")
     assert params.device == "cpu"
     assert params.train.epochs == 2
-    assert params.dataset("ramp").n_train == 60
+    assert params.dataset("ramp").n_train == 6 and params.dataset("ramp").windows == "all"
+    assert params.training("sine", "gru") == params.train  # no dataset's own training settings
 
 
 def test_params_are_frozen(project):

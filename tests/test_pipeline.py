@@ -174,11 +174,12 @@ def test_adding_a_model_trains_only_the_new_pairs(repo):
 def test_a_dataset_train_override_retrains_only_that_dataset(repo):
     """`data.<name>.train:` changes how that dataset's pairs train: its train stages rerun and nothing of any
     other dataset. Its generate stage reruns too (DVC watches the whole `data.<name>` entry for it) but writes
-    the same bytes, so the baselines, which come out the same, are not re-evaluated."""
+    the same bytes, so the baselines, which come out the same, are not re-evaluated (nor, in this 2-epoch
+    profile, a gru whose best weights may stay its initial ones)."""
     data_file = repo / "data" / "datasets" / "memory_short.npz"
     before = data_file.read_bytes()
     stages = reproduce_with(repo, lambda p: p["data"]["memory_short"].update(train={"lr": 0.02}))
-    assert "train@memory_short-gru" in stages and "evaluate@memory_short-gru" in stages
+    assert "train@memory_short-gru" in stages
     assert not any("@sine" in s for s in stages)
     assert not {"evaluate@memory_short-persistence", "evaluate@memory_short-linear"} & stages
     assert data_file.read_bytes() == before

@@ -34,7 +34,9 @@ CACHED_OUTPUTS = ["data/datasets/sine.npz", "data/models/sine/persistence.npz", 
 SHRINK = [
     (r"^device: auto(\s)", r"device: cpu \1", 1),            # same width: the comment column stays put
     (r"^- (sincos|ramp|trajectory|memory_short|memory_long)\n", "", 5),
-    (r"^  (elman|concat|rnn|lstm): \{\}\n", "", 4),
+    (r"^  (elman|concat|rnn): \{\}\n", "", 3),
+    (r"^  lstm:\n    forget_bias: [^\n]*\n", "", 1),
+    (r"^      epochs: 200$", "      epochs: 2", 1),                # data.sine.train
     (r"^    train_until: 75\.0$", "    train_until: 20.0", 1),
     (r"^    extrapolate_until: 175\.0$", "    extrapolate_until: 30.0", 1),
     (r"^  hidden: 16$", "  hidden: 4", 1),
