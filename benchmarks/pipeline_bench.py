@@ -111,12 +111,16 @@ def head_params(repo: Path) -> dict:
 def profile(base: Mapping, datasets: Iterable[str], models: Iterable[str], epochs: int,
             sizes: Mapping[str, Mapping] | None = None) -> dict:
     """A small copy of params `base`: only these datasets and model variants (each keeping its own settings),
-    `epochs` epochs, on the CPU, with `sizes` merged into the named data entries. The stages still see a valid
-    params.yaml of the project's own schema, so the run is the real pipeline, only shorter."""
+    `epochs` epochs (a dataset's own `train.epochs` too, which would take precedence), on the CPU, with `sizes`
+    merged into the named data entries. The stages still see a valid params.yaml of the project's own schema, so
+    the run is the real pipeline, only shorter."""
     raw = copy.deepcopy(dict(base))
     raw["datasets"] = list(datasets)
     raw["models"] = {name: raw["models"].get(name, {}) for name in models}
     raw["train"]["epochs"] = epochs
+    for entry in raw["data"].values():
+        if "epochs" in entry.get("train", {}):
+            entry["train"]["epochs"] = epochs
     raw["device"] = "cpu"
     for name, values in (sizes or {}).items():
         raw["data"][name].update(values)
