@@ -49,8 +49,7 @@ def epoch_costs(params: Params, kinds: Iterable[str] = KINDS, steps: Iterable[in
                 continued = None
             else:  # one teacher-forced epoch first (timed apart and subtracted), then the phase
                 cfg = dataclasses.replace(base, epochs=1, rollout_steps=k, rollout_epochs=epochs)
-                continued = tuple(tuple(torch.from_numpy(data.scaled(a)) for a in data.continuations(s, k))
-                                  for s in ("train", "val"))
+                continued = fitting.continued_tensors(data, k, cpu)
             started = time.perf_counter()
             fitting.fit(stack, train, val, cfg, continued=continued)
             return time.perf_counter() - started

@@ -170,8 +170,6 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
 def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec: ModelSpec,
                  shape: checkpoints.Shape, seeds: list[int], label: str
                  ) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
-    import torch
-
     from pipeline import fitting  # torch: imported only when a model is trained by gradients
     from pipeline.progress import Progress
     from pipeline.replicas import ReplicaStack
@@ -180,10 +178,7 @@ def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec:
     device = resolve_device(params.device)
     configure(params.threads)
     stack = ReplicaStack(spec.kind, shape, seeds, spec.forget_bias).to(device)
-    continued = None
-    if cfg.rollout_steps:
-        continued = tuple(tuple(torch.from_numpy(data.scaled(a)).to(device)
-                                for a in data.continuations(split, cfg.rollout_steps)) for split in ("train", "val"))
+    continued = fitting.continued_tensors(data, cfg.rollout_steps, device) if cfg.rollout_steps else None
     histories = fitting.fit(stack, fitting.tensors(data, "train", device), fitting.tensors(data, "val", device),
                             cfg, Progress(label, cfg.epochs), continued)
     arrays = [stack.state_arrays(r) for r in range(stack.replicas)]

@@ -652,8 +652,7 @@ def test_free_running_phase_starts_from_the_teacher_forced_weights_and_never_end
     cfg = dataclasses.replace(sine.train, epochs=3, rollout_steps=5, rollout_epochs=3, rollout_patience=2,
                               rollout_lr=0.003)
     stack = tiny_stack("gru", data, seeds=(0, 1, 2))
-    continued = tuple(tuple(torch.from_numpy(data.scaled(a)) for a in data.continuations(s, 5))
-                      for s in ("train", "val"))
+    continued = fitting.continued_tensors(data, 5, CPU)
     histories = fitting.fit(stack, split(data, "train"), split(data, "val"), cfg, continued=continued)
     for r, history in enumerate(histories):
         phase = history.rollout
