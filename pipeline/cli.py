@@ -24,6 +24,9 @@ def _load(params_path: str, dataset: str | None = None, model: str | None = None
                           f"({', '.join(params.datasets)})")
     if model is not None:
         params.variant(model)
+        if dataset is not None and model not in params.models_on(dataset):
+            raise ParamsError(f"model '{model}' is a free_running variant, which runs on free_running.datasets "
+                              f"({', '.join(params.free_running_datasets)}) only, not on '{dataset}'")
     return params
 
 
@@ -115,8 +118,9 @@ def check(params_path: str) -> None:
 
     Every stage validates the whole file too, but by then DVC has already deleted that stage's old outputs."""
     params = _load(params_path)
-    click.echo(f"{params_path}: OK ({len(params.datasets)} datasets x {len(params.models)} models, "
-               f"device {params.device})")
+    pairs = sum(len(params.models_on(ds)) for ds in params.datasets)
+    click.echo(f"{params_path}: OK ({len(params.datasets)} datasets, {len(params.models)} models, "
+               f"{pairs} pairs, device {params.device})")
 
 
 @cli.command()

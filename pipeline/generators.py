@@ -20,14 +20,15 @@ from pipeline.schema import fail, setting
 class Kind:
     spec: type
     generate: object  # Callable[[spec, str, np.random.Generator], Dataset]
+    rolls_out: bool = True  # its target is the next value, so a model can be fed its own predictions
 
 
 KINDS: Registry[Kind] = Registry("dataset kind")
 
 
-def kind(name: str, spec: type):
+def kind(name: str, spec: type, rolls_out: bool = True):
     def add(generate):
-        KINDS.register(name)(Kind(spec, generate))
+        KINDS.register(name)(Kind(spec, generate, rolls_out))
         return generate
 
     return add
@@ -235,7 +236,7 @@ class MemorySpec:
                  f"({-self.length}..{self.length - 1}), got {self.lag}")
 
 
-@kind("memory", MemorySpec)
+@kind("memory", MemorySpec, rolls_out=False)
 def memory(spec: MemorySpec, name: str, rng: np.random.Generator) -> Dataset:
     n = spec.n_train + spec.n_val + spec.n_test
     x = rng.standard_normal((n, spec.length, 1))

@@ -59,6 +59,7 @@ class TrainParams:
     clip_norm: float = setting(1.0, ge=0)  # 0 turns clipping off
     patience: int = setting(10, ge=0)  # early stopping; 0: every epoch runs (the best weights are still kept)
     replicas: int = setting(5, ge=1)  # learned pairs train this many seeds at once; baselines are one fit
+    replica_groups: int = setting(2, ge=1)  # networks the replicas are split into (training.replica_groups)
     # The free-running phase (fitting.fit): after teacher forcing, K fed-back steps per example; 0 turns it off.
     rollout_steps: int = setting(0, ge=0)
     rollout_lr: float = setting(0.0003, gt=0)
@@ -103,6 +104,16 @@ class Params:
     evaluate: EvalParams
     model_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # models.<name>.train
     data_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # data.<name>.train
+    # free_running.models (also in `models` above, by name) run on free_running.datasets only
+    free_running_models: tuple[str, ...] = ()
+    free_running_datasets: tuple[str, ...] = ()
+
+    def models_on(self, dataset: str) -> list[str]:
+        """The variants that train on `dataset`: every `models:` entry, then the free-running ones where that
+        dataset is among `free_running.datasets`. The leaderboard and the figures list these."""
+        fr = set(self.free_running_models)
+        return [m for m in self.models
+                if m not in fr or dataset in self.free_running_datasets]
 
     def dataset(self, name: str) -> Any:
         if name not in self.data:
@@ -124,7 +135,8 @@ class Params:
         return dataclasses.replace(self.train, **overrides) if overrides else self.train
 
 
-SECTIONS = ("seed", "data_seed", "device", "threads", "datasets", "models", "data", "model", "train", "evaluate")
+SECTIONS = ("seed", "data_seed", "device", "threads", "datasets", "models", "free_running", "data", "model", "train",
+            "evaluate")
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -164,13 +176,54 @@ def parse(raw: Any) -> Params:
     train = build(TrainParams, raw["train"], "train")
     data, kinds, data_train = _parse_data(raw["data"], train)
     models, model_train = _parse_models(raw["models"], model, train)
+    listed = _parse_datasets(raw["datasets"], data)
+    fr_datasets, fr_models, fr_train = _parse_free_running(raw["free_running"], listed, kinds, models, model,
+                                                            train)
     return Params(
         seed=seed, data_seed=raw["data_seed"], device=device, threads=threads,
-        datasets=_parse_datasets(raw["datasets"], data),
-        models=models, data=data, data_kinds=kinds, model=model, train=train,
+        datasets=listed, models={**models, **fr_models}, data=data, data_kinds=kinds, model=model, train=train,
         evaluate=build(EvalParams, raw["evaluate"], "evaluate"),
-        model_train=model_train, data_train=data_train,
+        model_train={**model_train, **fr_train}, data_train=data_train,
+        free_running_models=tuple(fr_models), free_running_datasets=fr_datasets,
     )
+
+
+def _parse_free_running(raw: Any, listed: tuple[str, ...], kinds: dict[str, str], others: dict[str, ModelSpec],
+                        shared: ModelParams, train: TrainParams
+                        ) -> tuple[tuple[str, ...], dict[str, ModelSpec], dict[str, dict[str, Any]]]:
+    """`free_running:` holds the variants that train on their own fed-back predictions and the datasets they run
+    on. A section of its own because DVC's stage matrix crosses every dataset with every model and cannot leave
+    a pair out, and the memory tasks cannot be rolled out: these variants get a matrix of their own
+    (dvc.yaml's train_fr/evaluate_fr) over the datasets that can."""
+    raw = require_mapping("free_running", raw)
+    for key in raw:
+        if key not in ("datasets", "models"):
+            fail("free_running", f"has an unknown key '{key}'; it holds `datasets:` and `models:`")
+    names = raw.get("datasets") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        fail("free_running.datasets", f"must be a list of dataset names, got {shown(names)}")
+    for name in names:
+        if name not in listed:
+            fail("free_running.datasets", f"lists {shown(name)}, which `datasets:` does not; add it there or "
+                 f"choose from: {', '.join(listed)}")
+        if not KINDS.get(kinds[name]).rolls_out:
+            fail("free_running.datasets", f"lists {shown(name)}, a {kinds[name]} dataset, which cannot be rolled "
+                 "out (its target is not its next value); remove it from this list")
+    if len(set(names)) != len(names):
+        fail("free_running.datasets", f"lists a dataset twice: {names}")
+    models, overrides = _parse_models(raw.get("models") or {}, shared, train, section="free_running.models",
+                                      allow_empty=True)
+    for name, spec in models.items():
+        if spec.kind not in GATED + ("rnn", "elman", "concat"):
+            fail(f"free_running.models.{name}", f"is a {spec.kind}, a closed-form baseline with nothing to train "
+                 "on its rollouts; list it under `models:`")
+        if name in others:
+            fail(f"free_running.models.{name}", "has the name of a `models:` entry; give it its own name")
+        steps = overrides.get(name, {}).get("rollout_steps", train.rollout_steps)
+        if not steps:
+            fail(f"free_running.models.{name}.train.rollout_steps", "must be > 0 here (these variants train on "
+                 "their own rollouts); a teacher-forced variant belongs under `models:`")
+    return tuple(names), models, overrides
 
 
 def _train_override(raw: Any, key: str, train: TrainParams) -> dict[str, Any]:
@@ -212,28 +265,28 @@ def _parse_datasets(raw: Any, data: dict[str, Any]) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _parse_models(raw: Any, shared: ModelParams, train: TrainParams
-                  ) -> tuple[dict[str, ModelSpec], dict[str, dict[str, Any]]]:
-    raw = require_mapping("models", raw)
-    if not raw:
-        fail("models", "must name at least one model, e.g. `lstm: {}`")
+def _parse_models(raw: Any, shared: ModelParams, train: TrainParams, section: str = "models",
+                  allow_empty: bool = False) -> tuple[dict[str, ModelSpec], dict[str, dict[str, Any]]]:
+    raw = require_mapping(section, raw)
+    if not raw and not allow_empty:
+        fail(section, "must name at least one model, e.g. `lstm: {}`")
     models, overrides = {}, {}
     for name, entry in raw.items():
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-            fail("models", f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
-        variant = build(VariantParams, entry, f"models.{name}", ignore=("train",))
+            fail(section, f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
+        variant = build(VariantParams, entry, f"{section}.{name}", ignore=("train",))
         kind = variant.kind or name
         if kind not in MODEL_KINDS:
-            where = f"models.{name}.kind" if variant.kind else f"models.{name}"
+            where = f"{section}.{name}.kind" if variant.kind else f"{section}.{name}"
             fail(where, f"is not a known model; choose from: {', '.join(MODEL_KINDS)} "
                  f"(or give the entry a `kind:`), got {shown(kind)}")
         if variant.forget_bias is not None and kind not in GATED:
-            fail(f"models.{name}.forget_bias", f"applies to lstm and gru variants only; this one is a {kind}")
+            fail(f"{section}.{name}.forget_bias", f"applies to lstm and gru variants only; this one is a {kind}")
         forget_bias = variant.forget_bias if variant.forget_bias is not None else shared.forget_bias
         models[name] = ModelSpec(name, kind, variant.hidden or shared.hidden, variant.layers or shared.layers,
                                  forget_bias if kind in GATED else None)
-        override = _train_override(require_mapping(f"models.{name}", entry).get("train"), f"models.{name}.train",
-                                   train)
+        override = _train_override(require_mapping(f"{section}.{name}", entry).get("train"),
+                                   f"{section}.{name}.train", train)
         if override:
             overrides[name] = override
     return models, overrides

@@ -20,7 +20,7 @@ dataset or model never slip into the comparison.
 import csv
 import math
 
-from pipeline import datasets
+from pipeline import datasets, stats
 from pipeline.artifacts import (Paths, atomic_path, number_text, read_arrays, read_json, significant, spread_text,
                                 write_csv, write_json)
 from pipeline.errors import ArtifactError
@@ -81,8 +81,8 @@ def _beats(ev: dict, reference: dict | None, key: str) -> int | None:
 def dataset_summary(params: Params, ds: str, paths: Paths) -> dict[str, dict]:
     """model -> headline metrics for one dataset (medians over replicas, with min and max), skills, how many
     replicas beat persistence, divergence, and a rank (1 = best, by the median)."""
-    evals = {m: _read_eval(paths, ds, m) for m in params.models}
-    trains = {m: read_json(paths.train_metrics(ds, m)) for m in params.models}
+    evals = {m: _read_eval(paths, ds, m) for m in params.models_on(ds)}
+    trains = {m: read_json(paths.train_metrics(ds, m)) for m in params.models_on(ds)}
     persistence = _persistence(params)
     reference = evals.get(persistence)
     table = {}
@@ -150,15 +150,49 @@ def _markdown_table(table: dict[str, dict], steps: int | None) -> list[str]:
     return lines
 
 
-def _markdown(summary: dict[str, dict], steps: dict[str, int | None]) -> str:
+def _markdown(summary: dict[str, dict], steps: dict[str, int | None], notes: dict[str, list[str]]) -> str:
     lines = [INTRO]
     for ds, table in summary.items():
         lines += [f"## {ds}", ""] + _markdown_table(table, steps[ds]) + [""]
+        lines += [line for note in notes.get(ds, []) for line in (note, "")]
     return "\n".join(lines)
 
 
+def twin(params: Params, name: str) -> str | None:
+    """The teacher-forced model a free-running variant is judged against: the first `models:` entry of the same
+    kind, sizes and gate bias with no training settings of its own (rnn_fr -> rnn)."""
+    spec = params.models[name]
+    same = (spec.kind, spec.hidden, spec.layers, spec.forget_bias)
+    return next((m for m, s in params.models.items()
+                 if m not in params.free_running_models and m not in params.model_train
+                 and (s.kind, s.hidden, s.layers, s.forget_bias) == same), None)
+
+
+def twin_notes(params: Params, ds: str, paths: Paths) -> list[str]:
+    """One sentence per free-running variant of `ds`: its rollout RMSE against its twin's, with the verdict of
+    the exact rank test over their replicas (the test `python -m pipeline diff` uses)."""
+    notes = []
+    for m in params.models_on(ds):
+        other = twin(params, m) if m in params.free_running_models else None
+        if other is None:
+            continue
+        mine, theirs = _read_eval(paths, ds, m), _read_eval(paths, ds, other)
+        if "rollout" not in mine or "rollout" not in theirs:
+            continue
+        values = [[r["rollout_rmse"] for r in ev["per_replica"].values() if r.get("rollout_rmse") is not None]
+                  for ev in (theirs, mine)]
+        word, p = stats.verdict(*values, higher_is_better=False), stats.rank_test(*values)
+        steps = read_json(paths.train_metrics(ds, m)).get("free_running", {}).get("steps")
+        shown = [spread_text(ev["rollout"]["rmse"], ev["spread"]["rollout_rmse"]["min"],
+                             ev["spread"]["rollout_rmse"]["max"], int(ev["replicas"])) for ev in (mine, theirs)]
+        notes.append(f"*{m}* ({other} trained on {steps} fed-back steps after its teacher-forced epochs) against its "
+                     f"teacher-forced twin *{other}*: rollout RMSE {shown[0]} against {shown[1]}; {word} "
+                     f"(exact rank test over replicas, p = {p:.2g}).")
+    return notes
+
+
 def _rollout_steps(params: Params, ds: str, paths: Paths) -> int | None:
-    for m in params.models:
+    for m in params.models_on(ds):
         ev = read_json(paths.eval_metrics(ds, m))
         if "rollout" in ev:
             return int(ev["rollout"]["steps"])
@@ -172,7 +206,8 @@ def summarize(params: Params, paths: Paths = Paths()) -> dict:
     rows = [[ds, r["rank"], m] + [r.get(c) for c in LEADERBOARD_COLUMNS[3:]]
             for ds, t in summary.items() for m, r in t.items()]
     write_csv(paths.leaderboard_csv(), LEADERBOARD_COLUMNS, [["" if v is None else v for v in row] for row in rows])
-    text = _markdown(summary, {ds: _rollout_steps(params, ds, paths) for ds in summary})
+    text = _markdown(summary, {ds: _rollout_steps(params, ds, paths) for ds in summary},
+                     {ds: twin_notes(params, ds, paths) for ds in summary})
     diverged = [f"{ds}/{m}" for ds, table in summary.items() for m, row in table.items() if row["diverged"]]
     if diverged:
         text += (f"\n**Diverged** (the loss exploded; the weights from before it were evaluated): "
@@ -263,10 +298,11 @@ def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
     from pipeline import plotting
 
     data = datasets.load(paths.dataset(ds))
-    results = {m: pair_result(paths, ds, m) for m in params.models}  # every input read before anything is written
-    curves = {m: _read_rows(paths.train_curve(ds, m), PAIR_COLUMNS["train"]) for m in params.models}
+    models = params.models_on(ds)
+    results = {m: pair_result(paths, ds, m) for m in models}  # every input read before anything is written
+    curves = {m: _read_rows(paths.train_curve(ds, m), PAIR_COLUMNS["train"]) for m in models}
     loss, horizon, rollout = [], [], []
-    for m in params.models:
+    for m in models:
         loss += _loss_rows(curves[m], m, results[m]["median_replica"])
         horizon += [[r["step"], m, r["rmse"], r["rmse_min"], r["rmse_max"]]
                     for r in _read_rows(paths.horizon_curve(ds, m), PAIR_COLUMNS["horizon"])]
@@ -277,5 +313,5 @@ def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
     for what, rows in (("loss", loss), ("horizon", horizon), ("rollout", rollout)):
         write_csv(paths.compare_curve(what, ds), COMPARE_HEADERS[what], rows)
     plotting.compare_figure(paths.compare_figure(ds), data, results)
-    for m in params.models:
+    for m in models:
         plotting.pair_figure(paths.pair_figure(ds, m), data, m, curves[m], results[m])

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from pipeline import baselines, checkpoints, datasets
+from pipeline import baselines, checkpoints, datasets, processes
 from pipeline.artifacts import Paths, guaranteed, write_csv, write_json
 from pipeline.history import History
 from pipeline.errors import ParamsError
@@ -167,9 +167,23 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
     return [history], [model.state()], 0, "cpu"
 
 
+def replica_groups(seeds: list[int], groups: int) -> list[list[int]]:
+    """`train.replica_groups` contiguous groups of the replica seeds, sizes differing by at most one, larger
+    first: 5 replicas in 2 groups are replicas 0-2 and 3-4. Each group is one network (replicas.py); the split
+    decides which kernel calls a replica's arithmetic shares, so it is a setting, never the machine's choice."""
+    count = min(groups, len(seeds))
+    size, extra = divmod(len(seeds), count)
+    bounds = [0]
+    for g in range(count):
+        bounds.append(bounds[-1] + size + (1 if g < extra else 0))
+    return [seeds[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
 def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec: ModelSpec,
                  shape: checkpoints.Shape, seeds: list[int], label: str
                  ) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
+    """Train every replica group, side by side in forked processes where the machine has free cores
+    (processes.py), in turn otherwise: the same numbers either way."""
     from pipeline import fitting  # torch: imported only when a model is trained by gradients
     from pipeline.progress import Progress
     from pipeline.replicas import ReplicaStack
@@ -177,12 +191,29 @@ def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec:
 
     device = resolve_device(params.device)
     configure(params.threads)
-    stack = ReplicaStack(spec.kind, shape, seeds, spec.forget_bias).to(device)
+    train, val = fitting.tensors(data, "train", device), fitting.tensors(data, "val", device)
     continued = fitting.continued_tensors(data, cfg.rollout_steps, device) if cfg.rollout_steps else None
-    histories = fitting.fit(stack, fitting.tensors(data, "train", device), fitting.tensors(data, "val", device),
-                            cfg, Progress(label, cfg.epochs), continued)
-    arrays = [stack.state_arrays(r) for r in range(stack.replicas)]
-    return histories, arrays, stack.parameters_per_replica(), str(device)
+    groups = replica_groups(seeds, cfg.replica_groups)
+    at_once = processes.side_by_side(params.threads, device.type == "cpu")
+
+    def job(index: int, group: list[int]):
+        first = sum(len(g) for g in groups[:index])
+        shown = label if len(groups) == 1 else f"{label} replicas {first}-{first + len(group) - 1}"
+        quiet = at_once > 1 and index > 0  # one progress line at a time: the parent's group speaks for all
+
+        def fit_group():
+            configure(params.threads)
+            stack = ReplicaStack(spec.kind, shape, group, spec.forget_bias).to(device)
+            histories = fitting.fit(stack, train, val, cfg, None if quiet else Progress(shown, cfg.epochs),
+                                    continued)
+            return histories, [stack.state_arrays(r) for r in range(stack.replicas)], stack.parameters_per_replica()
+
+        return fit_group
+
+    results = processes.run_all([job(i, g) for i, g in enumerate(groups)], at_once)
+    histories = [h for result in results for h in result[0]]
+    arrays = [a for result in results for a in result[1]]
+    return histories, arrays, results[0][2], str(device)
 
 
 def _mse(pred: np.ndarray, truth: np.ndarray) -> float:

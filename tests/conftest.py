@@ -38,16 +38,24 @@ def real_params() -> dict:
 
 
 def tiny_params() -> dict:
-    """The default params with every dataset small, 2 epochs (no per-dataset training settings), a small model
-    and device cpu."""
+    """The default params with every dataset small, 2 epochs (no per-dataset training settings; the free-running
+    phase `train.rollout_epochs` 2), a small model, the free-running variants on ramp only, and device cpu."""
     raw = copy.deepcopy(real_params())
     raw["device"] = "cpu"
     for name, sizes in TINY_SIZES.items():
         raw["data"][name].update(sizes)
     raw["model"] = {"hidden": 4, "layers": 1}
-    raw["train"].update(epochs=2, batch_size=16, patience=2, replicas=3)
+    raw["train"].update(epochs=2, batch_size=16, patience=2, replicas=3, rollout_epochs=2)
     for entry in raw["data"].values():  # training settings come from `train:` alone, so tests that change it
         entry.pop("train", None)         # change every pair (a dataset's own would take precedence)
+    raw["free_running"]["datasets"] = ["ramp"]  # the free-running variants on one dataset: 2 stages, not 4
+    return raw
+
+
+def use_datasets(raw: dict, names: list[str]) -> dict:
+    """Run only `names`: `datasets:` and the free-running variants' datasets (which must be among them)."""
+    raw["datasets"] = list(names)
+    raw["free_running"]["datasets"] = [d for d in raw["free_running"]["datasets"] if d in names]
     return raw
 
 

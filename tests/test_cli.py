@@ -10,11 +10,11 @@ from click.testing import CliRunner, Result
 from pipeline import datasets
 from pipeline.cli import cli
 
-from conftest import tiny_params, write_params
+from conftest import tiny_params, use_datasets, write_params
 
 COMMANDS = {"check", "generate", "train", "evaluate", "compare", "report"}
 TINY_DATASETS = "sine, sincos, ramp, trajectory, memory_short, memory_long"
-TINY_MODELS = "persistence, linear, elman, concat, rnn, lstm, gru"
+TINY_MODELS = "persistence, linear, elman, concat, rnn, lstm, gru, rnn_fr"
 
 
 def invoke(*args: str) -> Result:
@@ -81,7 +81,7 @@ def test_generate_unknown_dataset(project):
 
 def test_generate_dataset_defined_but_not_listed(project):
     raw = tiny_params()
-    raw["datasets"] = ["sine"]
+    use_datasets(raw, ["sine"])
     write_params(project, raw)
     before = files(project)
     line = assert_one_line_error(invoke("generate", "ramp"))

@@ -16,7 +16,7 @@ from pipeline import evaluation, models
 from pipeline.artifacts import Paths, read_arrays
 from pipeline.baselines import LinearAR, Persistence
 
-from conftest import tiny_params, write_params
+from conftest import tiny_params, use_datasets, write_params
 
 
 EVAL_KEYS = {"replicas", "deterministic", "test", "rollout", "spread", "per_replica", "median_replica"}
@@ -142,7 +142,7 @@ def test_valid_horizon_on_constructed_curves():
 
 def load_params(project, models_: dict | None = None):
     raw = tiny_params()
-    raw["datasets"] = ["sine", "memory_short"]
+    use_datasets(raw, ["sine", "memory_short"])
     raw["models"] = models_ or {"persistence": {}, "gru": {}}
     raw["data"]["sine"]["extrapolate_until"] = 25.0
     raw["evaluate"]["horizons"] = HORIZONS

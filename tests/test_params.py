@@ -14,6 +14,7 @@ from conftest import ROOT, tiny_params, write_params
 
 DEFAULT_DATASETS = ("sine", "sincos", "ramp", "trajectory", "memory_short", "memory_long")
 DEFAULT_MODELS = ["persistence", "linear", "elman", "concat", "rnn", "lstm", "gru"]
+FREE_RUNNING = {"rnn_fr": ("sincos", "ramp")}  # free_running.models and the datasets they run on
 KIND_CHOICES = "csv, memory, ramp, sincos, sine, trajectory"
 MODEL_CHOICES = "concat, elman, gru, linear, lstm, persistence, rnn"
 
@@ -50,9 +51,13 @@ def test_default_params_yaml_loads():
     assert params.seed == 0
     assert params.device == "auto"
     assert params.datasets == DEFAULT_DATASETS
-    assert list(params.models) == DEFAULT_MODELS
+    assert list(params.models) == DEFAULT_MODELS + list(FREE_RUNNING)
     assert all(spec.kind == name and spec.hidden == 16 and spec.layers == 1
-               for name, spec in params.models.items())
+               for name, spec in params.models.items() if name in DEFAULT_MODELS)
+    assert params.free_running_models == tuple(FREE_RUNNING)
+    for ds in DEFAULT_DATASETS:
+        assert params.models_on(ds) == DEFAULT_MODELS + [m for m, on in FREE_RUNNING.items() if ds in on]
+    assert params.variant("rnn_fr").kind == "rnn" and params.training("ramp", "rnn_fr").rollout_steps == 10
     assert params.data_kinds == {"sine": "sine", "sincos": "sincos", "ramp": "ramp", "trajectory": "trajectory",
                                  "memory_short": "memory", "memory_long": "memory"}
     sine = params.dataset("sine")
@@ -153,8 +158,8 @@ BAD = [
     ("unknown-key-typo", lambda r: r["model"].update(hiden=8),
      "params.yaml: unknown key 'model.hiden'; expected one of: forget_bias, hidden, layers"),
     ("unknown-top-level-key", lambda r: r.update(sed=1),
-     "params.yaml: unknown key 'sed'; expected one of: seed, data_seed, device, threads, datasets, models, data, model, "
-     "train, evaluate"),
+     "params.yaml: unknown key 'sed'; expected one of: seed, data_seed, device, threads, datasets, models, "
+     "free_running, data, model, train, evaluate"),
     ("unknown-key-in-data-entry", lambda r: r["data"]["sine"].update(windw=5),
      "params.yaml: unknown key 'data.sine.windw'; expected one of: dt, extrapolate_until, frequency, kind, noise, "
      "train, train_until, val_fraction, window"),
@@ -243,7 +248,8 @@ BAD = [
      "params.yaml: train.lr_min must be <= lr (0.01) for the cosine schedule, got 0.5"),
     ("unknown-key-in-variant-train", lambda r: r["models"].update(gru={"train": {"lrr": 0.1}}),
      "params.yaml: unknown key 'models.gru.train.lrr'; expected one of: batch_size, clip_norm, epochs, lr, "
-     "lr_decay, lr_min, patience, replicas, rollout_epochs, rollout_lr, rollout_patience, rollout_steps, schedule"),
+     "lr_decay, lr_min, patience, replica_groups, replicas, rollout_epochs, rollout_lr, rollout_patience, "
+     "rollout_steps, schedule"),
     ("bad-value-in-dataset-train", lambda r: r["data"]["sine"].update(train={"epochs": 0}),
      "params.yaml: data.sine.train.epochs must be >= 1, got 0"),
     ("dataset-train-not-a-mapping", lambda r: r["data"]["sine"].update(train=5),
@@ -252,6 +258,30 @@ BAD = [
      "params.yaml: models.rnn.forget_bias applies to lstm and gru variants only; this one is a rnn"),
     ("forget-bias-not-a-number", lambda r: r["model"].update(forget_bias="high"),
      "params.yaml: model.forget_bias must be a number, got 'high'"),
+    ("zero-replica-groups", lambda r: r["train"].update(replica_groups=0),
+     "params.yaml: train.replica_groups must be >= 1, got 0"),
+    ("free-running-dataset-not-listed", lambda r: r.update(datasets=["sine", "sincos"]),
+     "params.yaml: free_running.datasets lists 'ramp', which `datasets:` does not; add it there or choose from: "
+     "sine, sincos"),
+    ("free-running-on-memory", lambda r: r["free_running"]["datasets"].append("memory_long"),
+     "params.yaml: free_running.datasets lists 'memory_long', a memory dataset, which cannot be rolled out (its "
+     "target is not its next value); remove it from this list"),
+    ("free-running-unknown-key", lambda r: r["free_running"].update(model={}),
+     "params.yaml: free_running has an unknown key 'model'; it holds `datasets:` and `models:`"),
+    ("free-running-without-rollout-steps", lambda r: r["free_running"]["models"].update(gru_tf={"kind": "gru"}),
+     "params.yaml: free_running.models.gru_tf.train.rollout_steps must be > 0 here (these variants train on their "
+     "own rollouts); a teacher-forced variant belongs under `models:`"),
+    ("free-running-name-of-a-model", lambda r: r["free_running"]["models"].update(
+        gru={"train": {"rollout_steps": 5}}),
+     "params.yaml: free_running.models.gru has the name of a `models:` entry; give it its own name"),
+    ("free-running-baseline", lambda r: r["free_running"]["models"].update(
+        lin_fr={"kind": "linear", "train": {"rollout_steps": 5}}),
+     "params.yaml: free_running.models.lin_fr is a linear, a closed-form baseline with nothing to train on its "
+     "rollouts; list it under `models:`"),
+    ("free-running-bad-train-key", lambda r: r["free_running"]["models"]["rnn_fr"].update(train={"steps": 5}),
+     "params.yaml: unknown key 'free_running.models.rnn_fr.train.steps'; expected one of: batch_size, clip_norm, "
+     "epochs, lr, lr_decay, lr_min, patience, replica_groups, replicas, rollout_epochs, rollout_lr, "
+     "rollout_patience, rollout_steps, schedule"),
 ]
 
 
@@ -321,7 +351,7 @@ def test_lookup_of_unknown_dataset_and_model(project):
     with pytest.raises(ParamsError) as exc:
         params.variant("lstn")
     assert str(exc.value) == ("params.yaml: no models.lstn entry; models are: "
-                              "persistence, linear, elman, concat, rnn, lstm, gru")
+                              "persistence, linear, elman, concat, rnn, lstm, gru, rnn_fr")
 
 
 # --- known bugs: the correct behaviour, expected to fail until fixed ---------------------------------------

@@ -26,6 +26,7 @@ def tiny_pipeline_params() -> dict:
     raw = tiny_params()
     raw["datasets"] = ["sine", "memory_short"]
     raw["models"] = {"persistence": {}, "linear": {}, "gru": {}}
+    raw["free_running"] = {"datasets": ["sine"], "models": {"gru_fr": {"kind": "gru", "train": {"rollout_steps": 3}}}}
     return raw
 
 
@@ -70,6 +71,7 @@ def repo(tmp_path_factory) -> Path:
     stages = {"generate@sine", "generate@memory_short", "report", "compare@sine", "compare@memory_short"}
     stages |= {f"{s}@{d}-{m}" for s in ("train", "evaluate") for d in ("sine", "memory_short")
                for m in ("persistence", "linear", "gru")}
+    stages |= {"train_fr@sine-gru_fr", "evaluate_fr@sine-gru_fr"}  # the free-running variant: sine only
     assert ran(first) == stages
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-q", "-m", "baseline")
@@ -188,3 +190,13 @@ def test_a_dataset_train_override_retrains_only_that_dataset(repo):
 def test_a_variant_train_override_retrains_only_that_variant(repo):
     stages = reproduce_with(repo, lambda p: p["models"]["gru"].update(train={"schedule": "cosine"}))
     assert {s for s in stages if s.startswith("train")} == {"train@sine-gru", "train@memory_short-gru"}
+
+
+def test_a_free_running_variant_retrains_only_itself(repo):
+    """Its settings live under free_running.models: changing them retrains that variant on its datasets and
+    nothing else (its teacher-forced twin gru included); only the figures and the report, which list it, redraw."""
+    stages = reproduce_with(repo, lambda p: p["free_running"]["models"]["gru_fr"]["train"].update(rollout_steps=2))
+    assert {s for s in stages if s.startswith(("train", "evaluate"))} <= {"train_fr@sine-gru_fr",
+                                                                         "evaluate_fr@sine-gru_fr"}
+    assert "train_fr@sine-gru_fr" in stages and not any(s.startswith("generate") for s in stages)
+

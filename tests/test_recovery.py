@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, default_sigint
+from conftest import ROOT, default_sigint, use_datasets
 from test_pipeline import copy_project, ran, run, set_params, tiny_pipeline_params
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,8 @@ EPOCHS = 400  # the gru trains for a few seconds: long enough to be stopped mid-
 
 def recovery_params() -> dict:
     raw = tiny_pipeline_params()
-    raw["datasets"] = ["sine"]
+    use_datasets(raw, ["sine"])
+    raw["free_running"] = {"datasets": [], "models": {}}
     raw["train"].update(epochs=EPOCHS, patience=EPOCHS)
     return raw
 
@@ -86,7 +87,7 @@ def test_repro_stopped_mid_training_resumes_to_the_uninterrupted_results(referen
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if re.match(rf"train sine/gru epoch +\d+/{EPOCHS}", line):
+        if re.match(rf"train sine/gru (replicas [\d-]+ )?epoch +\d+/{EPOCHS}", line):
             os.killpg(process.pid, signum)
             break
     else:

@@ -17,7 +17,7 @@ from pipeline import artifacts, datasets, report
 from pipeline.artifacts import Paths, write_arrays, write_csv, write_json
 from pipeline.errors import ArtifactError
 
-from conftest import ROOT, tiny_params, write_params
+from conftest import ROOT, tiny_params, use_datasets, write_params
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MODELS = ("persistence", "linear", "gru")
@@ -26,7 +26,7 @@ BASELINES = ("persistence", "linear")
 
 def load_params(project, models=MODELS, datasets_=("sine", "memory_short")):
     raw = tiny_params()
-    raw["datasets"] = list(datasets_)
+    use_datasets(raw, list(datasets_))
     raw["models"] = {m: {} for m in models}
     return pipeline.params.load(write_params(Path(project), raw))
 
@@ -596,3 +596,36 @@ def test_compare_on_a_real_tiny_run(project):
     table = json.loads(paths.summary().read_text())["sine"]
     assert {m: r["replicas"] for m, r in table.items()} == {"persistence": 1, "linear": 1}
     assert "[" not in paths.leaderboard_md().read_text().split("\n## ")[1]  # baselines: no brackets
+
+
+TWIN_ROLLOUT_MSE = [1.0, 1.1, 1.2, 1.3, 1.4]
+
+
+@pytest.mark.parametrize("free_running_mse, verdict, p", [
+    ([0.01, 0.02, 0.03, 0.04, 0.05], "better", "0.0079"),        # every replica below every twin replica
+    (TWIN_ROLLOUT_MSE, "unchanged", "1"),                        # the same values
+    ([0.9, 1.15, 1.25, 1.35, 1.5], "within seed noise", "0.84"),  # interleaved with the twin's
+])
+def test_leaderboard_compares_a_free_running_variant_with_its_twin(project, free_running_mse, verdict, p):
+    """The twin is the `models:` entry of the same kind and sizes without training settings of its own (gru,
+    not the wider gru_big); the verdict is the rank test's over the two sets of replicas."""
+    raw = tiny_params()
+    use_datasets(raw, ["sine"])
+    raw["models"] = {"persistence": {}, "gru_big": {"kind": "gru", "hidden": 8}, "gru": {}}
+    raw["free_running"] = {"datasets": ["sine"], "models": {"gru_fr": {"kind": "gru", "train": {"rollout_steps": 5}}}}
+    params = pipeline.params.load(write_params(Path(project), raw))
+    assert report.twin(params, "gru_fr") == "gru"
+    paths = Paths()
+    write_pair(paths, "sine", "persistence", eval_metrics(0.04, 2.0, valid=1, deterministic=True))
+    write_pair(paths, "sine", "gru_big", eval_metrics([0.01] * 5, [0.5] * 5, valid=[5] * 5))
+    write_pair(paths, "sine", "gru", eval_metrics([0.01] * 5, TWIN_ROLLOUT_MSE, valid=[5] * 5))
+    write_pair(paths, "sine", "gru_fr", eval_metrics([0.01] * 5, free_running_mse, valid=[5] * 5))
+    write_json(paths.train_metrics("sine", "gru_fr"), {**train_metrics(5), "free_running": {"steps": 5}})
+    report.summarize(params)
+    mine = " [" in (text := paths.leaderboard_md().read_text()) and text.split("*gru_fr* ")[1].split("\n")[0]
+    shown = [artifacts.spread_text(math.sqrt(float(np.median(v))), math.sqrt(min(v)), math.sqrt(max(v)), 5)
+             for v in (free_running_mse, TWIN_ROLLOUT_MSE)]
+    assert mine == (f"(gru trained on 5 fed-back steps after its teacher-forced epochs) against its teacher-forced "
+                    f"twin *gru*: rollout RMSE {shown[0]} against {shown[1]}; {verdict} (exact rank test over "
+                    f"replicas, p = {p}).")
+    assert text.count("teacher-forced twin") == 1  # gru_fr only: the others are no free-running variants

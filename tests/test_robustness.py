@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import default_sigint, source_env, tiny_params, write_params
+from conftest import default_sigint, source_env, tiny_params, use_datasets, write_params
 from pipeline import artifacts
 from pipeline.cli import cli
 from test_cli import assert_one_line_error, invoke
@@ -102,7 +102,7 @@ def test_check_reports_the_same_line_before_any_stage_runs(trained, case):
 def test_check_accepts_good_params(project):
     result = invoke("check")
     assert result.exit_code == 0, result.output
-    assert result.output == "params.yaml: OK (6 datasets x 7 models, device cpu)\n"
+    assert result.output == "params.yaml: OK (6 datasets, 8 models, 43 pairs, device cpu)\n"
 
 
 # --- 2. bad data files ----------------------------------------------------------------------------------------
@@ -238,8 +238,8 @@ def start_long_training(project: Path) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "sine", "gru"], cwd=project,
                                preexec_fn=default_sigint,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=source_env())
-    for line in process.stdout:  # progress lines go out every epochs/10 epochs
-        if line.startswith("train sine/gru epoch"):
+    for line in process.stdout:  # progress lines go out every epochs/10 epochs (from the first replica group)
+        if line.startswith("train sine/gru") and " epoch " in line:
             return process
     process.wait()
     pytest.fail("the train stage ended before printing progress")
@@ -306,7 +306,8 @@ def test_every_file_a_stage_writes_is_renamed_into_place(project, monkeypatch):
 
     monkeypatch.setattr(artifacts.os, "replace", recording)
     raw = tiny_params()
-    raw["datasets"], raw["models"] = ["sine", "memory_short"], {"persistence": {}, "linear": {}, "gru": {}}
+    use_datasets(raw, ["sine", "memory_short"])
+    raw["models"] = {"persistence": {}, "linear": {}, "gru": {}}
     write_params(project, raw)
     commands = [["generate", d] for d in raw["datasets"]]
     commands += [[s, d, m] for s in ("train", "evaluate") for d in raw["datasets"] for m in raw["models"]]

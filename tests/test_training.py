@@ -12,7 +12,7 @@ import torch
 
 from conftest import source_env, tiny_params, write_params
 from pipeline import (baselines, checkpoints, datasets, evaluation, fitting, generate, inference, models, params,
-                      runtime, training)
+                      processes, runtime, training)
 from pipeline.artifacts import Paths
 from pipeline.baselines import LinearAR
 from pipeline.errors import ArtifactError, DeviceError, ParamsError
@@ -556,6 +556,33 @@ def test_replicas_train_as_they_would_alone(sine, kind):
             np.testing.assert_allclose(together.state_arrays(r)[name], value, rtol=0, atol=1e-5, err_msg=name)
     first = together.state_arrays(0)
     assert all(any(not np.array_equal(together.state_arrays(r)[n], first[n]) for n in first) for r in (1, 2))
+
+
+@pytest.mark.parametrize("replicas, groups, sizes", [(5, 2, [3, 2]), (5, 1, [5]), (3, 5, [1, 1, 1]),
+                                                     (1, 2, [1]), (7, 3, [3, 2, 2])])
+def test_replica_groups_are_contiguous_and_as_even_as_possible(replicas, groups, sizes):
+    seeds = [training.replica_seed(0, r) for r in range(replicas)]
+    split = training.replica_groups(seeds, groups)
+    assert [len(g) for g in split] == sizes
+    assert [s for g in split for s in g] == seeds
+
+
+def test_replica_groups_write_the_same_bytes_side_by_side_and_in_turn(project, monkeypatch):
+    """Where a group runs (a forked process or this one, after the other) is not an input: every output of the
+    train stage is byte-identical. Three replicas in two groups (2 + 1), for a gated and a hand-written kind."""
+    loaded = params.load("params.yaml")
+    assert loaded.train.replicas == 3 and loaded.train.replica_groups == 2
+    generate.run(loaded, "sine")
+    written = {}
+    for at_once in (1, 2):
+        monkeypatch.setattr(processes, "side_by_side", lambda threads, on_cpu, n=at_once: n)
+        for kind in ("gru", "elman"):
+            paths = Paths()
+            training.run(loaded, "sine", kind, paths)
+            for path in (paths.checkpoint("sine", kind), paths.train_metrics("sine", kind),
+                         paths.train_curve("sine", kind)):
+                written.setdefault(str(path), []).append(path.read_bytes())
+    assert all(first == second for first, second in written.values())
 
 
 def test_one_and_five_replicas_write_the_same_schema(project):
