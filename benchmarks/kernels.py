@@ -17,9 +17,11 @@ from torch import nn
 
 from benchmarks import notebooks
 from benchmarks.notebooks import THREADS, warm_up, window_rollout
-from pipeline import checkpoints, datasets, evaluation, inference, models
-from pipeline.artifacts import Paths
-from pipeline.runtime import configure
+from pipeline import evaluation, inference
+from pipeline.files import checkpoints, datasets
+from pipeline.learning import models
+from pipeline.files.artifacts import Paths
+from pipeline.learning.runtime import configure
 
 TORCH_RNN = "nn.RNN"  # the reference kind of `throughput`; every other kind is a pipeline model
 

@@ -22,11 +22,13 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline import checkpoints, datasets, evaluation, fitting, generate, models
-from pipeline.replicas import ReplicaStack
-from pipeline.artifacts import Paths
+from pipeline import evaluation, generate
+from pipeline.files import checkpoints, datasets
+from pipeline.learning import fitting, models
+from pipeline.learning.replicas import ReplicaStack
+from pipeline.files.artifacts import Paths
 from pipeline.params import Params, parse
-from pipeline.runtime import configure, resolve_device
+from pipeline.learning.runtime import configure, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 1

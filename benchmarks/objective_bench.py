@@ -14,10 +14,11 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from pipeline import fitting, generators, training
-from pipeline.checkpoints import Shape
+from pipeline import generators, training
+from pipeline.learning import fitting
+from pipeline.files.checkpoints import Shape
 from pipeline.params import Params
-from pipeline.replicas import ReplicaStack
+from pipeline.learning.replicas import ReplicaStack
 
 DATASET = "sine"
 KINDS = ("rnn", "gru")

@@ -32,7 +32,7 @@ BIN = Path(sys.executable).parent  # the venv's bin: DVC runs `python -m pipelin
 # CLI then loads the modules of that command (a learned model and a baseline take different paths).
 STARTUP_IMPORTS = {
     "generate": ["pipeline.cli", "pipeline.generate"],
-    "train (learned)": ["pipeline.cli", "pipeline.training", "pipeline.fitting", "pipeline.models"],
+    "train (learned)": ["pipeline.cli", "pipeline.training", "pipeline.learning.fitting", "pipeline.learning.models"],
     "train (baseline)": ["pipeline.cli", "pipeline.training", "pipeline.baselines"],
     "evaluate (learned)": ["pipeline.cli", "pipeline.evaluation", "pipeline.inference"],
     "evaluate (baseline)": ["pipeline.cli", "pipeline.evaluation", "pipeline.baselines"],

@@ -2,7 +2,7 @@
 full `dvc repro` of the default params with `train.replicas: 5` against the same run with 1.
 
 Every replica is a full training run of its own; the question is how much of that the pipeline saves by training
-them side by side in one process and one network (pipeline/replicas.py). Stages run as `dvc repro` runs them, a
+them side by side in one process and one network (pipeline/learning/replicas.py). Stages run as `dvc repro` runs them, a
 fresh `python -m pipeline train ...` each, so the figures include the imports and the data load a user waits
 for; the two sides alternate repeat by repeat.
 """

@@ -33,7 +33,7 @@ from benchmarks import kernels, notebooks
 from benchmarks import objective_bench as ob
 from benchmarks import pipeline_bench as pb
 from benchmarks import replicas_bench as rb
-from pipeline import datasets
+from pipeline.files import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"

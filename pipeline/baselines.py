@@ -13,7 +13,7 @@ OpenBLAS picks per CPU.
 import numpy as np
 
 from pipeline import inference
-from pipeline.checkpoints import Checkpoint, Shape, corrupt
+from pipeline.files.checkpoints import Checkpoint, Shape, corrupt
 from pipeline.registry import Registry
 
 # Directions of the training windows whose singular value is below this fraction of the largest are dropped from

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pipeline import params as params_module
-from pipeline.artifacts import Paths
+from pipeline.files.artifacts import Paths
 from pipeline.errors import Interrupted, ParamsError
 
 PARAMS_OPTION = click.option("--params", "params_path", default="params.yaml", show_default=True,

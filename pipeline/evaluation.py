@@ -18,8 +18,9 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline import baselines, checkpoints, datasets, inference, stats
-from pipeline.artifacts import Paths, significant, write_arrays, write_csv, write_json
+from pipeline import baselines, inference, stats
+from pipeline.files import checkpoints, datasets
+from pipeline.files.artifacts import Paths, significant, write_arrays, write_csv, write_json
 from pipeline.params import EvalParams, Params
 
 
@@ -180,8 +181,8 @@ def load_predictors(params: Params, path: Path) -> tuple[list[Predictor], bool]:
         return [baselines.restore(checkpoint)], True
     if checkpoint.kind in inference.FORWARDS:
         return [inference.restore(checkpoint, r) for r in range(len(checkpoint.replicas))], False
-    from pipeline import models
-    from pipeline.runtime import configure, resolve_device
+    from pipeline.learning import models
+    from pipeline.learning.runtime import configure, resolve_device
 
     device = resolve_device(params.device)
     configure(params.threads)

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from pipeline import datasets
-from pipeline.artifacts import Paths
+from pipeline.files import datasets
+from pipeline.files.artifacts import Paths
 from pipeline.generators import KINDS
 from pipeline.params import Params
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets import Dataset, first_windows, make_dataset, random_split_index, sliding_windows
+from pipeline.files.datasets import Dataset, first_windows, make_dataset, random_split_index, sliding_windows
 from pipeline.errors import DataError
 from pipeline.registry import Registry
 from pipeline.schema import fail, setting

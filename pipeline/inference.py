@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.checkpoints import Checkpoint, corrupt
+from pipeline.files.checkpoints import Checkpoint, corrupt
 
 
 # --- the portable kernels -----------------------------------------------------------------------------------

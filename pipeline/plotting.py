@@ -15,8 +15,8 @@ matplotlib.use("Agg")  # no display on CI or inside `dvc repro`
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.artifacts import atomic_path, spread_text  # noqa: E402
-from pipeline.datasets import Dataset  # noqa: E402
+from pipeline.files.artifacts import atomic_path, spread_text  # noqa: E402
+from pipeline.files.datasets import Dataset  # noqa: E402
 
 PREDICTION = "tab:orange"
 BAND_ALPHA = 0.22  # the replicas' min-max band, in its line's colour
@@ -212,7 +212,10 @@ def pair_figure(path: Path, data: Dataset, model: str, curve: list[dict], result
 
 
 def model_colors(models: list[str]) -> dict[str, str]:
-    palette = plt.get_cmap("tab10").colors
+    """tab10 without its grey (the context window's colour), then tab20's lighter shades: 18 models apart."""
+    dark = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
+    light = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i % 2 and i != 15]
+    palette = dark + light
     return {name: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, name in enumerate(models)}
 
 

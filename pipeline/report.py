@@ -20,8 +20,9 @@ dataset or model never slip into the comparison.
 import csv
 import math
 
-from pipeline import datasets, stats
-from pipeline.artifacts import (Paths, atomic_path, number_text, read_arrays, read_json, significant, spread_text,
+from pipeline import stats
+from pipeline.files import datasets
+from pipeline.files.artifacts import (Paths, atomic_path, number_text, read_arrays, read_json, significant, spread_text,
                                 write_csv, write_json)
 from pipeline.errors import ArtifactError
 from pipeline.params import Params

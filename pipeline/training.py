@@ -17,9 +17,11 @@ import time
 
 import numpy as np
 
-from pipeline import baselines, checkpoints, datasets, processes
-from pipeline.artifacts import Paths, guaranteed, write_csv, write_json
-from pipeline.history import History
+from pipeline import baselines
+from pipeline.files import checkpoints, datasets
+from pipeline.learning import processes
+from pipeline.files.artifacts import Paths, guaranteed, write_csv, write_json
+from pipeline.learning.history import History
 from pipeline.errors import ParamsError
 from pipeline.params import ModelSpec, Params, TrainParams
 
@@ -184,10 +186,10 @@ def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec:
                  ) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
     """Train every replica group, side by side in forked processes where the machine has free cores
     (processes.py), in turn otherwise: the same numbers either way."""
-    from pipeline import fitting  # torch: imported only when a model is trained by gradients
+    from pipeline.learning import fitting  # torch: imported only when a model is trained by gradients
     from pipeline.progress import Progress
-    from pipeline.replicas import ReplicaStack
-    from pipeline.runtime import configure, resolve_device
+    from pipeline.learning.replicas import ReplicaStack
+    from pipeline.learning.runtime import configure, resolve_device
 
     device = resolve_device(params.device)
     configure(params.threads)

@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import baselines, checkpoints
-from pipeline.checkpoints import Shape
+from pipeline import baselines
+from pipeline.files import checkpoints
+from pipeline.files.checkpoints import Shape
 from pipeline.errors import ArtifactError, ParamsError
 
 from conftest import source_env
@@ -138,7 +139,7 @@ def _modules_after(code: str, cwd=None) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["pipeline.cli", "pipeline.generate", "pipeline.training", "pipeline.evaluation",
-                                    "pipeline.report", "pipeline.baselines", "pipeline.checkpoints"])
+                                    "pipeline.report", "pipeline.baselines", "pipeline.files.checkpoints"])
 def test_stage_modules_import_neither_torch_nor_matplotlib(module):
     loaded = _modules_after(f"import {module}")
     assert "torch" not in loaded

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from benchmarks import kernels, notebooks
-from pipeline import checkpoints, datasets, evaluation, generate, models, params, training
-from pipeline.artifacts import Paths
-from pipeline.runtime import configure
+from pipeline import evaluation, generate, params, training
+from pipeline.files import checkpoints, datasets
+from pipeline.learning import models
+from pipeline.files.artifacts import Paths
+from pipeline.learning.runtime import configure
 
 from conftest import tiny_params
 

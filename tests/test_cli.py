@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from pipeline import datasets
+from pipeline.files import datasets
 from pipeline.cli import cli
 
 from conftest import tiny_params, use_datasets, write_params

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import datasets
+from pipeline.files import datasets
 from pipeline import generate as generate_stage
 from pipeline import params as params_module
 from pipeline.errors import ArtifactError, DataError, ParamsError

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import evaluation, generate, inference, models, params, training
-from pipeline.artifacts import Paths, guaranteed, significant
+from pipeline import evaluation, generate, inference, params, training
+from pipeline.learning import models
+from pipeline.files.artifacts import Paths, guaranteed, significant
 
 from conftest import ROOT, tiny_params
 
@@ -111,7 +112,7 @@ def test_the_kernels_do_differ_in_the_last_bits(trained):
     """The check above has teeth: behind the float32 rounding, the kernel sets give float64 predictions that
     differ in their last bits (as another CPU's BLAS would), and agree to round-off."""
     loaded, root = trained
-    from pipeline import checkpoints, datasets
+    from pipeline.files import checkpoints, datasets
 
     data = datasets.load(Paths(root).dataset("sine"))
     x = data.scaled(data.x_test)
@@ -131,7 +132,7 @@ def test_the_blas_and_reference_kernels_agree_with_the_exact_ones_to_round_off(k
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)
-    from pipeline import checkpoints
+    from pipeline.files import checkpoints
 
     checkpoint = checkpoints.Checkpoint(kind, shape, [models.state_arrays(model)], Path("model.npz"))
     forward = inference.restore(checkpoint)

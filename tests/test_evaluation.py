@@ -12,8 +12,9 @@ import torch
 import pipeline.generate
 import pipeline.params
 import pipeline.training
-from pipeline import evaluation, models
-from pipeline.artifacts import Paths, read_arrays
+from pipeline import evaluation
+from pipeline.learning import models
+from pipeline.files.artifacts import Paths, read_arrays
 from pipeline.baselines import LinearAR, Persistence
 
 from conftest import tiny_params, use_datasets, write_params

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import checkpoints, evaluation, inference, models, params
+from pipeline import evaluation, inference, params
+from pipeline.files import checkpoints
+from pipeline.learning import models
 from pipeline.errors import ArtifactError
 
 from conftest import source_env, tiny_params, write_params

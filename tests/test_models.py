@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import baselines, models, params
+from pipeline import baselines, params
+from pipeline.learning import models
 from pipeline.errors import ParamsError
-from pipeline.models import MODELS, Shape
+from pipeline.learning.models import MODELS, Shape
 
 NAMES = MODELS.names()
 RECURRENT = ("elman", "concat", "rnn", "lstm", "gru")

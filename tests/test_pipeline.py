@@ -153,7 +153,7 @@ def edit_code_and_reproduce(repo: Path, module: str) -> set[str]:
 
 
 def test_model_code_change_retrains_from_train_onward(repo):
-    stages = edit_code_and_reproduce(repo, "models.py")
+    stages = edit_code_and_reproduce(repo, "learning/models.py")
     assert {f"train@{d}-{m}" for d in ("sine", "memory_short") for m in ("persistence", "linear", "gru")} <= stages
     assert not any(s.startswith("generate") for s in stages)
 

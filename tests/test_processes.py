@@ -1,4 +1,4 @@
-"""The stage's side-by-side jobs (pipeline/processes.py): results in order, failures as one error, and the same
+"""The stage's side-by-side jobs (pipeline/learning/processes.py): results in order, failures as one error, and the same
 answers whether the jobs run in forked processes or in turn."""
 
 import os
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pipeline import processes
+from pipeline.learning import processes
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="jobs fork on Linux only")
 

@@ -13,8 +13,9 @@ import pytest
 
 import pipeline.generate
 import pipeline.params
-from pipeline import artifacts, datasets, report
-from pipeline.artifacts import Paths, write_arrays, write_csv, write_json
+from pipeline import report
+from pipeline.files import artifacts, datasets
+from pipeline.files.artifacts import Paths, write_arrays, write_csv, write_json
 from pipeline.errors import ArtifactError
 
 from conftest import ROOT, tiny_params, use_datasets, write_params
@@ -629,3 +630,11 @@ def test_leaderboard_compares_a_free_running_variant_with_its_twin(project, free
                     f"twin *gru*: rollout RMSE {shown[0]} against {shown[1]}; {verdict} (exact rank test over "
                     f"replicas, p = {p}).")
     assert text.count("teacher-forced twin") == 1  # gru_fr only: the others are no free-running variants
+
+
+def test_model_colours_are_distinct_and_never_the_context_grey():
+    from pipeline import plotting
+
+    colours = plotting.model_colors([f"m{i}" for i in range(18)])
+    assert len(set(colours.values())) == 18
+    assert "#7f7f7f" not in colours.values() and "#c7c7c7" not in colours.values()  # tab10's and tab20's greys

@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import default_sigint, source_env, tiny_params, use_datasets, write_params
-from pipeline import artifacts
+from pipeline.files import artifacts
 from pipeline.cli import cli
 from test_cli import assert_one_line_error, invoke
 
@@ -261,7 +261,7 @@ def test_interrupted_stage_exits_with_one_line_and_keeps_the_old_outputs(trained
 
 
 def test_keyboard_interrupt_inside_a_stage_is_exit_130(trained, monkeypatch):
-    from pipeline import fitting
+    from pipeline.learning import fitting
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -5,8 +5,9 @@ import math
 
 import pytest
 
-from pipeline import datasets, fitting, schedules
-from pipeline.artifacts import Paths
+from pipeline.files import datasets
+from pipeline.learning import fitting, schedules
+from pipeline.files.artifacts import Paths
 from pipeline.params import TrainParams
 
 from test_training import sine, split, tiny_stack  # noqa: F401 (sine is a fixture)

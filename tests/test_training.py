@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from conftest import source_env, tiny_params, write_params
-from pipeline import (baselines, checkpoints, datasets, evaluation, fitting, generate, inference, models, params,
-                      processes, runtime, training)
-from pipeline.artifacts import Paths
+from pipeline import baselines, evaluation, generate, inference, params, training
+from pipeline.files import checkpoints, datasets
+from pipeline.learning import fitting, models, processes, runtime
+from pipeline.files.artifacts import Paths
 from pipeline.baselines import LinearAR
 from pipeline.errors import ArtifactError, DeviceError, ParamsError
-from pipeline.replicas import ReplicaStack
+from pipeline.learning.replicas import ReplicaStack
 
 CPU = torch.device("cpu")
 METRIC_KEYS = {"replicas", "deterministic", "best_val_loss", "best_epoch", "final_train_loss", "final_val_loss",

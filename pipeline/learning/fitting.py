@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline import datasets
-from pipeline.history import History
+from pipeline.files import datasets
+from pipeline.learning.history import History
 from pipeline.params import TrainParams
 from pipeline.progress import Progress
-from pipeline.replicas import ReplicaStack
-from pipeline.schedules import learning_rate
+from pipeline.learning.replicas import ReplicaStack
+from pipeline.learning.schedules import learning_rate
 
 
 # Data are scaled to unit variance on the training inputs, so predicting the mean costs a loss of about 1. A loss

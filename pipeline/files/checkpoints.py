@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import write_arrays
+from pipeline.files.artifacts import write_arrays
 from pipeline.errors import ArtifactError
 
 META = "__checkpoint__"  # the array holding the JSON header; no weight name starts with underscores

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import atomic_path
+from pipeline.files.artifacts import atomic_path
 from pipeline.errors import ArtifactError
 
 SPLITS = ("train", "val", "test")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.checkpoints import Checkpoint, Shape, corrupt
+from pipeline.files.checkpoints import Checkpoint, Shape, corrupt
 from pipeline.registry import Registry
 
 __all__ = ["MODELS", "SequenceModel", "Shape", "build", "restore", "state_arrays", "NumpyPredictor"]

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import models
-from pipeline.checkpoints import Shape
+from pipeline.learning import models
+from pipeline.files.checkpoints import Shape
 
 GATES = {"elman": 1, "concat": 1, "rnn": 1, "gru": 3, "lstm": 4}
 # torch runs an LSTM on the CPU through oneDNN, which is already efficient for one replica and becomes

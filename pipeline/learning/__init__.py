@@ -1,0 +1,7 @@
+"""Gradient training of the learned models, in torch: the models (models.py), their replicas side by side
+(replicas.py) in forked processes (processes.py), the training loop (fitting.py) with its learning-rate schedules
+(schedules.py), what it records (history.py), and where torch runs (runtime.py).
+
+Only the train stage of a learned variant imports it (training.py does, lazily); like `pipeline.files`, it is
+one package so that dvc.yaml lists it as one dependency of the train stage.
+"""
