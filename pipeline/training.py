@@ -1,10 +1,11 @@
 """The train stage: fit one (dataset, model) pair and write its checkpoint, metrics and loss curve.
 
 A learned pair trains `train.replicas` replicas that differ only in their seed (weight initialisation and batch
-order, `replica_seed`), all in this one process and one network (replicas.py); its metrics are medians over them
-under the single-run names, with every replica's own outcome beside them.
+order, `replica_seed`), in `train.replica_groups` networks (learning/replicas.py) that run side by side in forked
+copies of this process (learning/processes.py); its metrics are medians over them under the single-run names,
+with every replica's own outcome beside them.
 
-Learned variants are trained by gradients in fitting.py (torch, imported only for them); the closed-form
+Learned variants are trained by gradients in learning/fitting.py (torch, imported only for them); the closed-form
 baselines are fitted in numpy here, so their stages never pay for importing torch. Both write the same outputs.
 The metrics file holds only what the weights determine (no wall time), so that two runs with the same params
 write byte-identical metrics and `dvc metrics diff` shows real changes only.
