@@ -80,7 +80,8 @@ def check_free_running(cfg: TrainParams, data: datasets.Dataset, dataset: str) -
         return
     if not data.has_rollout:
         raise ParamsError(f"params.yaml: train.rollout_steps is {steps} for data.{dataset}, which cannot be rolled "
-                          f"out (its target is not its next value); set data.{dataset}.train.rollout_steps: 0")
+                          f"out (its target is not its next value); list the variant under free_running: (it then "
+                          f"runs on free_running.datasets only) or set data.{dataset}.train.rollout_steps: 0")
     longest = min(data.longest_continuation(split) for split in ("train", "val"))
     if longest < steps:
         raise ParamsError(f"params.yaml: train.rollout_steps is {steps} but data.{dataset}'s training and "

@@ -711,7 +711,8 @@ def test_free_running_on_data_without_a_rollout_is_one_clear_error(project):
     with pytest.raises(ParamsError) as info:
         training.run(loaded, "memory_short", "gru_fr")
     assert str(info.value) == ("params.yaml: train.rollout_steps is 4 for data.memory_short, which cannot be "
-                               "rolled out (its target is not its next value); set "
+                               "rolled out (its target is not its next value); list the variant under "
+                               "free_running: (it then runs on free_running.datasets only) or set "
                                "data.memory_short.train.rollout_steps: 0")
     assert not Paths().checkpoint("memory_short", "gru_fr").exists()
 
