@@ -147,8 +147,8 @@ def clone(source_repo: Path, target: Path) -> Path:
 
 
 def pairs(raw: Mapping) -> int:
-    """(dataset, model) pairs the params run: each is one train and one evaluate stage. The free-running
-    variants run on their own datasets only."""
+    """(dataset, model) pairs the params run: each is one train stage (evaluation is one stage per dataset).
+    The free-running variants run on their own datasets only."""
     free = raw.get("free_running") or {"datasets": [], "models": {}}
     return len(raw["datasets"]) * len(raw["models"]) + len(free["datasets"]) * len(free["models"])
 

@@ -80,14 +80,18 @@ def train(dataset: str, model: str, params_path: str) -> None:
 
 @cli.command()
 @click.argument("dataset")
-@click.argument("model")
+@click.argument("model", required=False)
 @PARAMS_OPTION
-def evaluate(dataset: str, model: str, params_path: str) -> None:
-    """Evaluate the trained MODEL on DATASET's held-out data, including the free-running rollout."""
+def evaluate(dataset: str, model: str | None, params_path: str) -> None:
+    """Evaluate every trained model of DATASET (or only MODEL) on its held-out data, including the free-running
+    rollout."""
     params = _load(params_path, dataset, model)
     from pipeline import evaluation
 
-    evaluation.run(params, dataset, model, Paths())
+    if model is None:
+        evaluation.run_dataset(params, dataset, Paths())
+    else:
+        evaluation.run(params, dataset, model, Paths())
 
 
 @cli.command()

@@ -202,12 +202,21 @@ def prediction_arrays(results: list[dict], median: int) -> dict[str, np.ndarray]
     return arrays
 
 
-def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -> dict:
-    """The evaluate stage: dataset and checkpoint in; metrics JSON, rollout and horizon CSVs and the predictions
-    out, every replica scored (test metrics and the full rollout). It draws nothing: importing matplotlib would
-    cost each of a run's 42 evaluate stages 0.3 s, so the compare stage draws every pair's figure of a dataset
-    in one process."""
+def run_dataset(params: Params, dataset: str, paths: Paths = Paths()) -> dict[str, dict]:
+    """The evaluate stage: every model of one dataset, each scored by `run`. One stage per dataset, not per
+    pair: scoring a pair takes a fraction of a second, while DVC spends over a second around each stage (it
+    re-reads and rewrites all of dvc.lock), so per-pair stages cost the default run more than a minute."""
     data = datasets.load(paths.dataset(dataset))
+    return {name: run(params, dataset, name, paths, data) for name in params.models_on(dataset)}
+
+
+def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths(),
+        data: datasets.Dataset | None = None) -> dict:
+    """One pair: dataset and checkpoint in; metrics JSON, rollout and horizon CSVs and the predictions out,
+    every replica scored (test metrics and the full rollout). It draws nothing: the compare stage draws every
+    figure of a dataset in one process, importing matplotlib once."""
+    if data is None:
+        data = datasets.load(paths.dataset(dataset))
     predictors, deterministic = load_predictors(params, paths.checkpoint(dataset, model_name))
     results = [score(data, model, params.evaluate) for model in predictors]
     metrics = combine(results, deterministic)

@@ -194,7 +194,7 @@ def _parse_free_running(raw: Any, listed: tuple[str, ...], kinds: dict[str, str]
     """`free_running:` holds the variants that train on their own fed-back predictions and the datasets they run
     on. A section of its own because DVC's stage matrix crosses every dataset with every model and cannot leave
     a pair out, and the memory tasks cannot be rolled out: these variants get a matrix of their own
-    (dvc.yaml's train_fr/evaluate_fr) over the datasets that can."""
+    (dvc.yaml's train_fr) over the datasets that can; each dataset's evaluate stage scores them with the others."""
     raw = require_mapping("free_running", raw)
     for key in raw:
         if key not in ("datasets", "models"):

@@ -304,6 +304,35 @@ def test_run_writes_every_output_for_memory(project):
     assert set(arrays) == {"pred_test", "median_replica"} and arrays["pred_test"].shape == (1,) + data.y_test.shape
 
 
+def test_the_dataset_stage_scores_every_model_of_the_dataset_as_pair_by_pair(project):
+    """`evaluate DATASET` (the DVC stage) scores each model the dataset has, free-running variants included,
+    and writes exactly what evaluating each pair on its own writes; models of other datasets are left out."""
+    raw = tiny_params()
+    use_datasets(raw, ["sincos", "memory_short"])
+    raw["models"] = {"persistence": {}, "linear": {}}
+    raw["free_running"] = {"datasets": ["sincos"],
+                           "models": {"rnn_fr": {"kind": "rnn", "train": {"rollout_steps": 2}}}}
+    write_params(project, raw)
+    params = pipeline.params.load("params.yaml")
+    paths = Paths()
+    for dataset in ("sincos", "memory_short"):
+        pipeline.generate.run(params, dataset)
+        for model in params.models_on(dataset):
+            pipeline.training.run(params, dataset, model)
+    outputs = lambda ds, m: [p.read_bytes() for p in (paths.eval_metrics(ds, m), paths.rollout_curve(ds, m),
+                                                       paths.horizon_curve(ds, m), paths.predictions(ds, m))]
+    one_by_one = {m: (evaluation.run(params, "sincos", m), outputs("sincos", m)) for m in params.models_on("sincos")}
+    for m in one_by_one:
+        for path in (paths.eval_metrics("sincos", m), paths.predictions("sincos", m)):
+            path.unlink()
+
+    returned = evaluation.run_dataset(params, "sincos")
+    assert list(returned) == ["persistence", "linear", "rnn_fr"]
+    for m, (metrics, files) in one_by_one.items():
+        assert returned[m] == metrics and outputs("sincos", m) == files
+    assert list(evaluation.run_dataset(params, "memory_short")) == ["persistence", "linear"]
+
+
 # --- medians over replicas -------------------------------------------------------------------------------------
 
 def replica_result(test_rmse: float, rollout_rmse: float | None = None, valid: int = 0) -> dict:
