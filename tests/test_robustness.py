@@ -112,7 +112,8 @@ BAD_CSV = {
     "missing-column": (GOOD_CSV.replace("value", "price"),
                        "data/raw/s.csv has no column 'value' (data.mine.column); columns are: t, price"),
     "empty-cell": (GOOD_CSV.replace("\n7,3.5\n", "\n7,\n"),
-                   "data/raw/s.csv: column 'value' has 1 empty cell(s), first on line 9; fill or drop those rows"),
+                   "data/raw/s.csv: column 'value' has 1 missing cell(s), first on line 9; fill those cells, "
+                   "or set data.mine.missing to interpolate, ffill or drop"),
     "text-in-numeric-column": (GOOD_CSV.replace("\n7,3.5\n", "\n7,abc\n"),
                                "data/raw/s.csv: column 'value' has a non-numeric value 'abc' on line 9"),
     "too-short": ("t,value\n" + "".join(f"{i},{i}\n" for i in range(5)),

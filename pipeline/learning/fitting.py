@@ -255,10 +255,9 @@ def _train_phase(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor],
 def continued_tensors(data: datasets.Dataset, steps: int, device: torch.device
                       ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """The free-running phase's examples, scaled: ((contexts, continuations) of train, the same of val)."""
-    return tuple(tuple(torch.from_numpy(data.scaled(a)).to(device) for a in data.continuations(split, steps))
+    return tuple(tuple(torch.from_numpy(a).to(device) for a in data.scaled_continuations(split, steps))
                  for split in ("train", "val"))
 
 
 def tensors(data: datasets.Dataset, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-    return (torch.from_numpy(data.scaled(x)).to(device), torch.from_numpy(data.scaled(y)).to(device))
+    return tuple(torch.from_numpy(a).to(device) for a in data.scaled_split(split))
