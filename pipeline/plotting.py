@@ -172,7 +172,9 @@ def pair_figure(path: Path, data: Dataset, model: str, curve: list[dict], result
         replicas = result["pred_rollout"]
         _rollout_axes(ax_roll, data, 0, {model: replicas[median]}, {model: PREDICTION},
                       {model: replicas} if n > 1 else {}, {model: f"{model}, {what}" if what else model})
-        ax_roll.set_title(f"free-running rollout, held-out sequence 1 of {len(data.rollout_target)}")
+        ax_roll.set_title(f"backtest origin 1 of {len(data.rollout_target)} (every origin: {model}-backtest.png)"
+                          if is_backtest(data) else
+                          f"free-running rollout, held-out sequence 1 of {len(data.rollout_target)}", fontsize=10)
         ax_roll.legend(fontsize=7)
         errors = result["horizon_errors"]
         steps = np.arange(1, errors.shape[1] + 1)
@@ -257,7 +259,8 @@ def backtest_figure(path: Path, data: Dataset, model: str, result: dict, n_serie
         ax.legend(fontsize=7, ncol=2)
     n = len(result["pred_rollout"])
     metrics = result["metrics"]["rollout"]
-    scale_free = ", ".join(f"{k.upper()} {metrics[k]:.3g}" for k in ("mase", "smape") if metrics.get(k) is not None)
+    scale_free = ", ".join(f"{label} {metrics[k]:.3g}" for k, label in (("mase", "MASE"), ("smape", "sMAPE %"))
+                           if metrics.get(k) is not None)
     fig.suptitle(f"{data.meta['name']} / {model}: rolling-origin backtest, RMSE {metrics['rmse']:.3g}"
                  f"{', ' + scale_free if scale_free else ''} over {len(series)} origins"
                  f"{f' (median of {n} replicas)' if n > 1 else ''}", fontsize=10)
