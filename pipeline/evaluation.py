@@ -236,7 +236,10 @@ def run_dataset(params: Params, dataset: str, paths: Paths = Paths()) -> dict[st
     pair: scoring a pair takes a fraction of a second, while DVC spends over a second around each stage (it
     re-reads and rewrites all of dvc.lock), so per-pair stages cost the default run more than a minute."""
     data = datasets.load(paths.dataset(dataset))
-    return {name: run(params, dataset, name, paths, data) for name in params.models_on(dataset)}
+    names = params.models_on(dataset)
+    for name in names:  # a missing or damaged checkpoint stops the stage before it writes anything
+        checkpoints.load(paths.checkpoint(dataset, name))
+    return {name: run(params, dataset, name, paths, data) for name in names}
 
 
 def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths(),
