@@ -23,6 +23,8 @@ def run(params: Params, name: str, paths: Paths = Paths()) -> datasets.Dataset:
     sizes = data.meta["sizes"]
     rollout = (f", rollout {data.meta['rollout_sequences']} x {data.meta['rollout_steps']} steps"
                if data.has_rollout else ", no rollout")
+    lengths = data.lengths("train")
+    steps = data.meta["window"] if lengths is None else f"{lengths.min()}-{lengths.max()}"
     print(f"generate {name}: {sizes['train']}/{sizes['val']}/{sizes['test']} train/val/test windows of "
-          f"{data.meta['window']} x {data.meta['n_features']}{rollout}")
+          f"{steps} x {data.meta['n_features']}{rollout}")
     return data

@@ -4,9 +4,12 @@ A dataset is a set of (window -> next value) examples split into train, val and 
 can be continued, a *rollout* task: context windows and their true continuation, and the training and validation
 *sequences* the windows were cut from (for the free-running objective, which needs each window's true
 continuation: `sequences_<split>` (S, L, F) and `starts_<split>` (N, 2) = (sequence, offset) of every window
-whose continuation may be used, inside its split's part of the data). Arrays are stored in the
-data's original units; the scaling statistics (from the training inputs only) travel with them, so that
-training and evaluation need no generator params. One `.npz` holds everything, readable without pickle.
+whose continuation may be used, inside its split's part of the data). Windows of different lengths (a memory
+dataset with a length range) are right-padded with zeros to the longest, and `lengths_<split>` (N,) holds each
+window's real length; for fixed-length data those arrays are empty, meaning "every window is full length", so no
+code path changes for it (`Dataset.lengths`). Arrays are stored in the data's original units; the scaling
+statistics (from the training inputs' real values only) travel with them, so that training and evaluation need
+no generator params. One `.npz` holds everything, readable without pickle.
 """
 
 import dataclasses
@@ -22,12 +25,18 @@ from pipeline.errors import ArtifactError
 SPLITS = ("train", "val", "test")
 FIT_SPLITS = ("train", "val")
 ARRAYS = (tuple(f"{xy}_{s}" for s in SPLITS for xy in "xy") + ("rollout_context", "rollout_target")
-          + tuple(f"{a}_{s}" for s in FIT_SPLITS for a in ("sequences", "starts")))
+          + tuple(f"{a}_{s}" for s in FIT_SPLITS for a in ("sequences", "starts"))
+          + tuple(f"lengths_{s}" for s in SPLITS))
+
+
+def _full_length() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Arrays are float32: x_* (N, T, F) windows, y_* (N, F_out) targets, rollout_* (M, T|H, F)."""
+    """Arrays are float32: x_* (N, T, F) windows, y_* (N, F_out) targets, rollout_* (M, T|H, F); lengths_*
+    (N,) int64 real lengths of right-padded windows, or (0,) where every window is full length."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -42,6 +51,15 @@ class Dataset:
     sequences_val: np.ndarray
     starts_val: np.ndarray
     meta: dict[str, Any]
+    lengths_train: np.ndarray = dataclasses.field(default_factory=_full_length)
+    lengths_val: np.ndarray = dataclasses.field(default_factory=_full_length)
+    lengths_test: np.ndarray = dataclasses.field(default_factory=_full_length)
+
+    def lengths(self, split: str) -> np.ndarray | None:
+        """Each window's real length in `split`, or None where every window is full length (fixed-length data),
+        which every predictor reads as "predict from the last step", exactly as before lengths existed."""
+        lengths = getattr(self, f"lengths_{split}")
+        return lengths if len(lengths) else None
 
     @property
     def has_rollout(self) -> bool:
@@ -77,14 +95,19 @@ class Dataset:
 def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tuple[np.ndarray, np.ndarray]],
                  rollout: tuple[np.ndarray, np.ndarray] | None, time_step: float = 1.0,
                  time_label: str = "step",
-                 sequences: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Dataset:
+                 sequences: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 lengths: dict[str, np.ndarray] | None = None) -> Dataset:
     """Assemble a Dataset, computing the scaling statistics from the training inputs only. `sequences` maps
     "train" and "val" to (sequences, starts) as the module's docstring describes; None for data that cannot
-    be continued (every window's continuation is then unknown)."""
+    be continued (every window's continuation is then unknown). `lengths` maps each split to its windows' real
+    lengths, for windows right-padded to the longest; None for fixed-length data. The statistics then come
+    from the real values only: padding is no data."""
     x_train = splits["train"][0]
     n_features = x_train.shape[-1]
-    mean = x_train.reshape(-1, n_features).mean(axis=0)
-    std = x_train.reshape(-1, n_features).std(axis=0)
+    real = x_train.reshape(-1, n_features) if lengths is None else x_train[real_steps(lengths["train"],
+                                                                                      x_train.shape[1])]
+    mean = real.mean(axis=0)
+    std = real.std(axis=0)
     std = np.where(std > 1e-12, std, 1.0)  # a constant feature is left unscaled rather than divided by zero
     if rollout is None:
         rollout = (np.zeros((0, x_train.shape[1], n_features)), np.zeros((0, 0, n_features)))
@@ -108,8 +131,16 @@ def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tu
         seqs, starts = (sequences or {}).get(split, (np.zeros((0, 0, n_features)), np.zeros((0, 2))))
         arrays[f"sequences_{split}"] = np.asarray(seqs, dtype=np.float32)
         arrays[f"starts_{split}"] = np.asarray(starts, dtype=np.int64).reshape(-1, 2)
+    for split in SPLITS:
+        arrays[f"lengths_{split}"] = (_full_length() if lengths is None
+                                      else np.asarray(lengths[split], dtype=np.int64).reshape(-1))
     return Dataset(**arrays, rollout_context=np.asarray(rollout[0], dtype=np.float32),
                    rollout_target=np.asarray(rollout[1], dtype=np.float32), meta=meta)
+
+
+def real_steps(lengths: np.ndarray, steps: int) -> np.ndarray:
+    """(N, steps) mask of the real (not padding) steps of right-padded windows with these lengths."""
+    return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
 
 
 def sliding_windows(series: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
