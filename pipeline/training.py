@@ -164,9 +164,9 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
     trained parameters, no seed (one fit: it is deterministic) and always run on the CPU."""
     model = baselines.build(kind, shape)
     x, y = (data.scaled(a) for a in (data.x_train, data.y_train))
-    model.fit(x, y)
-    losses = [_mse(model.predict_next(data.scaled(xs)), data.scaled(ys))
-              for xs, ys in ((data.x_train, data.y_train), (data.x_val, data.y_val))]
+    model.fit(x, y, data.lengths("train"))
+    losses = [_mse(model.predict_next(data.scaled(xs), data.lengths(split)), data.scaled(ys))
+              for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val))]
     history = History(rows=[(0, *losses)], best_epoch=0, best_val_loss=losses[1])
     return [history], [model.state()], 0, "cpu"
 
