@@ -25,15 +25,20 @@ from pipeline.files.artifacts import Paths, significant, write_arrays, write_csv
 from pipeline.params import EvalParams, Params
 
 
+SCALE_FREE = ("mase", "smape")  # a backtest's extra errors (datasets made from a user's CSV)
+
+
 class Predictor(Protocol):
     def predict_next(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def predict_test(model: Predictor, data: datasets.Dataset) -> np.ndarray:
-    """The test windows' predictions in the data's units; their lengths go along only where they differ, so a
-    fixed-length dataset's predictor is called exactly as before lengths existed."""
-    x, lengths = data.scaled(data.x_test), data.lengths("test")
-    return data.unscaled(model.predict_next(x) if lengths is None else model.predict_next(x, lengths))
+    """The test windows' predictions in the data's units (each row by its own series' statistics under
+    per-series scaling); their lengths go along only where they differ, so a fixed-length dataset's predictor is
+    called exactly as before lengths existed."""
+    rows, lengths = data.rows("test"), data.lengths("test")
+    x = data.scaled(data.x_test, rows)
+    return data.unscaled(model.predict_next(x) if lengths is None else model.predict_next(x, lengths), rows)
 
 
 def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -46,6 +51,24 @@ def horizon_rmse(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """RMSE at each step ahead, over all sequences and features: (M, H, F) -> (H,)."""
     err = np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
     return np.sqrt(np.mean(err ** 2, axis=(0, 2)))
+
+
+def mase(pred: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> float:
+    """Mean absolute scaled error of (M, H, F) forecasts, each origin's error divided by `scale` (M, F), its
+    series' in-sample one-step naive MAE (M4's definition with m = 1), then averaged over origins and features.
+    Below 1: better than the naive forecast was in sample. A constant training series (scale 0) gives inf."""
+    err = np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64)).mean(axis=1)  # (M, F)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.mean(err / np.asarray(scale, dtype=np.float64)))
+
+
+def smape(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Symmetric MAPE in percent (M4): 200 |y - f| / (|y| + |f|), averaged over every value; 0 where both are 0."""
+    pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    denominator = np.abs(truth) + np.abs(pred)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(denominator > 0, 200 * np.abs(truth - pred) / denominator, 0.0)
+    return float(np.mean(terms))
 
 
 def valid_horizon(errors: np.ndarray, threshold: float) -> int:
@@ -84,7 +107,8 @@ def score(data: datasets.Dataset, model: Predictor, cfg: EvalParams) -> dict:
               "pred_test": pred_test}
     if data.has_rollout:
         steps = data.meta["rollout_steps"]
-        pred = data.unscaled(rollout(model, data.scaled(data.rollout_context), steps))
+        rows = data.rows("rollout")
+        pred = data.unscaled(rollout(model, data.scaled(data.rollout_context, rows), steps), rows)
         errors = horizon_rmse(pred, data.rollout_target)
         threshold = cfg.tolerance * math.sqrt(np.mean(np.square(data.meta["scale_std"])))
         overall = regression_metrics(pred, data.rollout_target)
@@ -95,6 +119,10 @@ def score(data: datasets.Dataset, model: Predictor, cfg: EvalParams) -> dict:
             "rmse_at": {str(h): _rounded(float(errors[h - 1])) for h in cfg.horizons if h <= steps},
             "valid_horizon": valid_horizon(errors, threshold),
         }
+        if "naive_mae" in data.meta:  # a backtest of a user's series: the scale-free errors too
+            scale = np.asarray(data.meta["naive_mae"])[data.series_rollout]
+            result["metrics"]["rollout"].update(mase=_rounded(mase(pred, data.rollout_target, scale)),
+                                                smape=_rounded(smape(pred, data.rollout_target)))
         result.update(pred_rollout=pred, horizon_errors=errors, threshold=threshold)
     return result
 
@@ -105,6 +133,7 @@ def _replica_row(metrics: dict) -> dict:
     if "rollout" in metrics:
         row.update(rollout_mse=metrics["rollout"]["mse"], rollout_rmse=metrics["rollout"]["rmse"],
                    valid_horizon=metrics["rollout"]["valid_horizon"])
+        row.update({f"rollout_{k}": metrics["rollout"][k] for k in SCALE_FREE if k in metrics["rollout"]})
     return row
 
 
@@ -143,6 +172,7 @@ def combine(results: list[dict], deterministic: bool) -> dict:
             "rmse_at": {h: _median([r["rmse_at"][h] for r in rollouts]) for h in first["rollout"]["rmse_at"]},
             "valid_horizon": stats.median([r["valid_horizon"] for r in rollouts]),
         }
+        metrics["rollout"].update({k: _median([r[k] for r in rollouts]) for k in SCALE_FREE if k in first["rollout"]})
         headline += ["rollout_rmse", "valid_horizon"]
     with np.errstate(invalid="ignore"):  # a quartile between a finite value and a failed (inf) one is NaN: null
         metrics["spread"] = {key: {name: _rounded(value) for name, value in
@@ -215,7 +245,10 @@ def run_dataset(params: Params, dataset: str, paths: Paths = Paths()) -> dict[st
     pair: scoring a pair takes a fraction of a second, while DVC spends over a second around each stage (it
     re-reads and rewrites all of dvc.lock), so per-pair stages cost the default run more than a minute."""
     data = datasets.load(paths.dataset(dataset))
-    return {name: run(params, dataset, name, paths, data) for name in params.models_on(dataset)}
+    names = params.models_on(dataset)
+    for name in names:  # a missing or damaged checkpoint stops the stage before it writes anything
+        checkpoints.load(paths.checkpoint(dataset, name))
+    return {name: run(params, dataset, name, paths, data) for name in names}
 
 
 def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths(),

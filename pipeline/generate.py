@@ -25,6 +25,20 @@ def run(params: Params, name: str, paths: Paths = Paths()) -> datasets.Dataset:
                if data.has_rollout else ", no rollout")
     lengths = data.lengths("train")
     steps = data.meta["window"] if lengths is None else f"{lengths.min()}-{lengths.max()}"
+    series = f" from {len(data.meta['series'])} series" if len(data.meta.get("series", [])) > 1 else ""
     print(f"generate {name}: {sizes['train']}/{sizes['val']}/{sizes['test']} train/val/test windows of "
-          f"{steps} x {data.meta['n_features']}{rollout}")
+          f"{steps} x {data.meta['n_features']}{series}{rollout}")
+    for line in _data_notes(params, name, data):
+        print(f"generate {name}: {line}")
     return data
+
+
+def _data_notes(params: Params, name: str, data: datasets.Dataset) -> list[str]:
+    """What a user's file needed: how many gaps were filled or rows dropped, and uneven time steps."""
+    notes = []
+    if data.meta.get("filled_cells"):
+        notes.append(f"filled {data.meta['filled_cells']} missing cell(s) "
+                     f"(data.{name}.missing: {params.dataset(name).missing})")
+    if data.meta.get("dropped_rows"):
+        notes.append(f"dropped {data.meta['dropped_rows']} row(s) with missing cells (data.{name}.missing: drop)")
+    return notes + list(data.meta.get("notes", []))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import user_data
 from pipeline.files.datasets import (Dataset, first_windows, make_dataset, random_split_index, real_steps,
                                      sliding_windows)
 from pipeline.errors import DataError
@@ -281,19 +282,32 @@ def memory(spec: MemorySpec, name: str, rng: np.random.Generator) -> Dataset:
 
 # --- csv: a user's own series (seed 003's real-world data) -----------------------------------------------------
 
+SCALINGS = ("global", "per_series")
+
+
 @dataclasses.dataclass(frozen=True)
 class CsvSpec:
-    """One numeric column of a CSV file, split in time order: train, then val, then test.
+    """A user's CSV file (pipeline/user_data.py reads it): `column` or `columns`, optionally many series in long
+    format (`id_column`) ordered by `time_column`, with gaps handled as `missing` says.
 
-    A window belongs to the split its target lies in; the rollout continues from the last window before the
-    test part over the whole test part (or its first rollout_steps values)."""
+    Each series is split in time order: train, then val, then test, by the same fractions. A window belongs to
+    the split its target lies in and never crosses two series. The rollout is a rolling-origin backtest: origins
+    every `stride` steps through each series' test part, each forecasting `rollout_steps` values from the window
+    before it; `stride` 0 is one origin per series at the start of its test part (and `rollout_steps` 0 the
+    whole of the shortest test part)."""
 
     path: str = setting()
-    column: str = setting()
+    column: str | None = setting(None)
+    columns: tuple[str, ...] | None = setting(None)
+    id_column: str | None = setting(None)
+    time_column: str | None = setting(None)
+    missing: str = setting("error", choices=user_data.MISSING)
+    scaling: str = setting("global", choices=SCALINGS)
     window: int = setting(20, ge=1)
     val_fraction: float = setting(0.15, gt=0, lt=1)
     test_fraction: float = setting(0.15, gt=0, lt=1)
     rollout_steps: int = setting(0, ge=0)
+    stride: int = setting(0, ge=0)
 
     def check(self, key: str) -> None:
         if self.val_fraction + self.test_fraction >= 1:
@@ -302,63 +316,113 @@ class CsvSpec:
         if not Path(self.path).resolve().is_relative_to(Path("data/raw").resolve()):
             fail(f"{key}.path", f"must be a file under data/raw/ (the folder DVC watches for this stage), "
                  f"got '{self.path}'")
+        if (self.column is None) == (self.columns is None):
+            fail(f"{key}.column", "or columns (a list, modelled jointly) must be given, not both"
+                 if self.column else "is missing: name the value column (or list several under columns)")
+        values = self.value_columns
+        if len(values) == 0 or len(set(values)) != len(values):
+            fail(f"{key}.columns", f"must list distinct column names, got {list(values)}")
+        for other in ("id_column", "time_column"):
+            if getattr(self, other) in values:
+                fail(f"{key}.{other}", f"'{getattr(self, other)}' is also a value column; name another column")
+        if self.stride and not self.rollout_steps:
+            fail(f"{key}.rollout_steps", f"must be > 0 with stride {self.stride}: it is each origin's horizon")
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        return (self.column,) if self.column is not None else tuple(self.columns or ())
+
+    def layout(self, name: str) -> user_data.Layout:
+        return user_data.Layout(self.value_columns, f"data.{name}", "column" if self.column else "columns",
+                                self.id_column, self.time_column, self.missing)
 
 
-def read_series(path: Path, column: str, key: str = "data.<name>") -> np.ndarray:
-    """The column as float64, or a DataError that says exactly what is wrong and where (file line numbers).
+@dataclasses.dataclass(frozen=True)
+class _Cut:
+    """Where one series' parts end: values [0, train) train, [train, val) validation, [val, end) test."""
 
-    `key` is the params entry that names the file, so that a message can say which setting to fix."""
-    import pandas as pd  # only the csv kind needs pandas
-
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; put your CSV file there or fix {key}.path")
-    try:
-        # Blank lines are kept as rows (of empty cells) so that reported line numbers match the file.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path} cannot be read as CSV: {reason}") from None
-    if column not in frame.columns:
-        raise DataError(f"{path} has no column '{column}' ({key}.column); columns are: "
-                        f"{', '.join(map(str, frame.columns))}")
-    filled = np.flatnonzero((frame.fillna("").astype(str).apply(lambda c: c.str.strip()) != "").any(axis=1))
-    frame = frame.iloc[:filled[-1] + 1] if len(filled) else frame.iloc[:0]  # blank lines at the end are no data
-    cells = frame[column].fillna("").astype(str).str.strip()
-    empty = np.flatnonzero((cells == "").to_numpy())
-    if len(empty):
-        raise DataError(f"{path}: column '{column}' has {len(empty)} empty cell(s), first on line {empty[0] + 2}; "
-                        "fill or drop those rows")
-    values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
-    bad = np.flatnonzero(~np.isfinite(values))
-    if len(bad):
-        raise DataError(f"{path}: column '{column}' has a non-numeric value {cells.iloc[bad[0]]!r} "
-                        f"on line {bad[0] + 2}")
-    return values
+    train: int
+    val: int
+    end: int
 
 
-@kind("csv", CsvSpec)
-def csv_series(spec: CsvSpec, name: str, rng: np.random.Generator) -> Dataset:
-    series = read_series(Path(spec.path), spec.column, f"data.{name}")[:, None]
-    n = len(series)
+def _cut(spec: CsvSpec, name: str, series: user_data.Series, multi: bool) -> _Cut:
+    n = len(series.values)
     n_test = math.floor(n * spec.test_fraction)
     n_val = math.floor(n * spec.val_fraction)
     n_train = n - n_val - n_test
     if n_train < spec.window + 2 or n_val < 1 or n_test < 1:
-        raise DataError(f"{spec.path}: column '{spec.column}' has {n} values, too few for window {spec.window} "
-                        f"with these fractions (train part {n_train} needs >= {spec.window + 2}, val {n_val} "
-                        f"and test {n_test} need >= 1); use a longer series or a smaller data.{name}.window")
-    x, y = sliding_windows(series, spec.window)
-    target_index = np.arange(spec.window, n)
-    split_of = np.where(target_index < n_train, 0, np.where(target_index < n_train + n_val, 1, 2))
-    splits = {s: (x[split_of == i], y[split_of == i]) for i, s in enumerate(("train", "val", "test"))}
-    test_start = n_train + n_val
-    steps = spec.rollout_steps or n_test
-    if steps > n_test:
-        raise DataError(f"data.{name}.rollout_steps is {steps} but the test part has only {n_test} values")
-    rollout = (series[None, test_start - spec.window:test_start], series[None, test_start:test_start + steps])
-    # A training window's continuation stays in the training part, a validation window's in train + val.
-    window_start = target_index - spec.window
-    sequences = {"train": (series[None, :n_train], window_start[split_of == 0]),
-                 "val": (series[None, :test_start], window_start[split_of == 1])}
-    sequences = {s: (seqs, np.stack([np.zeros_like(w), w], axis=1)) for s, (seqs, w) in sequences.items()}
-    return make_dataset(name, "csv", [spec.column], splits, rollout, sequences=sequences)
+        who = f"series '{series.name}'" if multi else f"column '{', '.join(spec.value_columns)}'"
+        raise DataError(f"{spec.path}: {who} has {n} values, too few for window {spec.window} with these "
+                        f"fractions (train part {n_train} needs >= {spec.window + 2}, val {n_val} and test "
+                        f"{n_test} need >= 1); use a longer series or a smaller data.{name}.window")
+    return _Cut(n_train, n_train + n_val, n)
+
+
+def _origins(spec: CsvSpec, name: str, table: user_data.Table, cuts: list[_Cut]) -> tuple[int, list[np.ndarray]]:
+    """The backtest's horizon and each series' origins (positions of the first forecast value)."""
+    shortest = min(c.end - c.val for c in cuts)
+    steps = spec.rollout_steps or shortest
+    for series, c in zip(table.series, cuts):
+        if c.end - c.val < steps:
+            who = f" of series '{series.name}'" if len(cuts) > 1 else ""
+            raise DataError(f"data.{name}.rollout_steps is {steps} but the test part{who} has only "
+                            f"{c.end - c.val} values")
+    if spec.stride == 0:
+        return steps, [np.array([c.val]) for c in cuts]
+    return steps, [np.arange(c.val, c.end - steps + 1, spec.stride) for c in cuts]
+
+
+def _padded(parts: list[np.ndarray]) -> np.ndarray:
+    """Series of different lengths as one (S, L, F) array, NaN after each one's end."""
+    out = np.full((len(parts), max(len(p) for p in parts), parts[0].shape[1]), np.nan)
+    for i, part in enumerate(parts):
+        out[i, :len(part)] = part
+    return out
+
+
+def _naive_mae(values: np.ndarray) -> np.ndarray:
+    """The in-sample one-step naive forecast's mean absolute error per feature: MASE's scale (M4, m = 1)."""
+    return np.mean(np.abs(np.diff(values, axis=0)), axis=0)
+
+
+@kind("csv", CsvSpec)
+def csv_series(spec: CsvSpec, name: str, rng: np.random.Generator) -> Dataset:
+    table = user_data.read(Path(spec.path), spec.layout(name))
+    multi = spec.id_column is not None
+    cuts = [_cut(spec, name, s, multi) for s in table.series]
+    steps, origins = _origins(spec, name, table, cuts)
+    window = spec.window
+    examples = {split: ([], [], []) for split in ("train", "val", "test")}
+    starts = {"train": [], "val": []}
+    for i, (series, c) in enumerate(zip(table.series, cuts)):
+        x, y = sliding_windows(series.values, window)
+        target = np.arange(window, c.end)
+        for split, inside in (("train", target < c.train), ("val", (target >= c.train) & (target < c.val)),
+                              ("test", target >= c.val)):
+            examples[split][0].append(x[inside])
+            examples[split][1].append(y[inside])
+            examples[split][2].append(np.full(int(inside.sum()), i))
+            if split != "test":  # a training window's continuation stays in the training part, a validation
+                starts[split].append(np.stack([np.full(int(inside.sum()), i), target[inside] - window], axis=1))
+    splits = {s: (np.concatenate(xs), np.concatenate(ys)) for s, (xs, ys, _) in examples.items()}
+    # The free-running objective's sequences: each series' training part, and its training + validation part.
+    sequences = {"train": (_padded([s.values[:c.train] for s, c in zip(table.series, cuts)]),
+                           np.concatenate(starts["train"])),
+                 "val": (_padded([s.values[:c.val] for s, c in zip(table.series, cuts)]),
+                         np.concatenate(starts["val"]))}
+    context = [s.values[o - window:o] for s, os in zip(table.series, origins) for o in os]
+    target = [s.values[o:o + steps] for s, os in zip(table.series, origins) for o in os]
+    series_rows = {s: np.concatenate(rows) for s, (_, _, rows) in examples.items()}
+    series_rows["rollout"] = np.concatenate([np.full(len(os), i) for i, os in enumerate(origins)])
+    train_parts = [s.values[:c.train] for s, c in zip(table.series, cuts)]
+    extra = {"series": [s.name for s in table.series], "scaling": spec.scaling, "backtest_stride": spec.stride,
+             "naive_mae": [[float(v) for v in _naive_mae(p)] for p in train_parts],
+             "filled_cells": table.filled, "dropped_rows": table.dropped, "notes": list(table.notes)}
+    if spec.scaling == "per_series":
+        std = [np.where(p.std(axis=0) > 1e-12, p.std(axis=0), 1.0) for p in train_parts]
+        extra.update(series_mean=[[float(v) for v in p.mean(axis=0)] for p in train_parts],
+                     series_std=[[float(v) for v in s] for s in std])
+    return make_dataset(name, "csv", list(spec.value_columns), splits, (np.stack(context), np.stack(target)),
+                        sequences=sequences, series=series_rows, rollout_origin=np.concatenate(origins),
+                        extra_meta=extra)

@@ -174,7 +174,9 @@ def pair_figure(path: Path, data: Dataset, model: str, curve: list[dict], result
         replicas = result["pred_rollout"]
         _rollout_axes(ax_roll, data, 0, {model: replicas[median]}, {model: PREDICTION},
                       {model: replicas} if n > 1 else {}, {model: f"{model}, {what}" if what else model})
-        ax_roll.set_title(f"free-running rollout, held-out sequence 1 of {len(data.rollout_target)}")
+        ax_roll.set_title(f"backtest origin 1 of {len(data.rollout_target)} (every origin: {model}-backtest.png)"
+                          if is_backtest(data) else
+                          f"free-running rollout, held-out sequence 1 of {len(data.rollout_target)}", fontsize=10)
         ax_roll.legend(fontsize=7)
         errors = result["horizon_errors"]
         steps = np.arange(1, errors.shape[1] + 1)
@@ -210,6 +212,61 @@ def pair_figure(path: Path, data: Dataset, model: str, curve: list[dict], result
     fig.suptitle(f"{data.meta['name']} / {model}: test RMSE {_headline(metrics, 'test_rmse', 'test', 'rmse')} "
                  f"({how})")
     fig.subplots_adjust(**PAIR_MARGINS)
+    _save(fig, path)
+
+
+def is_backtest(data: Dataset) -> bool:
+    """A user's CSV: the rollout is a rolling-origin backtest over series (see generators.CsvSpec)."""
+    return len(data.series_rollout) > 0
+
+
+def backtest_figure(path: Path, data: Dataset, model: str, result: dict, n_series: int = 3,
+                    n_origins: int = 6) -> None:
+    """The backtest of a few series, one panel each: the series' known values around its test part (black),
+    and the median replica's forecasts from up to `n_origins` origins spread over the test part, each drawn
+    from its origin (dotted line) over the horizon."""
+    series = data.series_rollout
+    shown = list(dict.fromkeys(series.tolist()))[:n_series]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(12, 3.2 * len(shown)), squeeze=False)
+    pred = result["pred_rollout"][result["median_replica"]]  # (M, H, F)
+    window, steps = data.meta["window"], data.rollout_target.shape[1]
+    names = data.meta.get("series", [])
+    for ax, s in zip(axes[:, 0], shown):
+        rows = np.flatnonzero(series == s)
+        origins = data.rollout_origin[rows]
+        known: dict[int, np.ndarray] = {}  # position in the series -> its value, from every origin's arrays
+        for r, o in zip(rows, origins):
+            for i in range(window):
+                known[int(o) - window + i] = data.rollout_context[r, i]
+            for i in range(steps):
+                known[int(o) + i] = data.rollout_target[r, i]
+        positions = np.array(sorted(known))
+        values = np.array([known[p] for p in positions])
+        picked = rows[np.unique(np.linspace(0, len(rows) - 1, min(n_origins, len(rows))).round().astype(int))]
+        shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(picked)))
+        for f, feature in enumerate(data.meta["features"]):
+            suffix = f" {feature}" if data.meta["n_features"] > 1 else ""
+            style = FEATURE_STYLES[f % len(FEATURE_STYLES)]
+            ax.plot(positions, values[:, f], color="black", lw=1.3, ls=style["truth"], label=f"truth{suffix}")
+            for shade, r in zip(shades, picked):
+                o = int(data.rollout_origin[r])
+                ax.plot(np.arange(o, o + steps), pred[r, :, f], color=shade, lw=1.4, ls=style["prediction"],
+                        label=f"forecast from {o}{suffix}" if f == 0 else None)
+        for shade, r in zip(shades, picked):
+            ax.axvline(int(data.rollout_origin[r]) - 0.5, color=shade, lw=0.8, ls=":")
+        label = names[s] if s < len(names) and names[s] else f"{s + 1}"
+        ax.set_title(f"series {label}: {len(rows)} origins, {len(picked)} drawn, {steps} steps each", fontsize=9)
+        ax.set_xlabel("position in the series (row after sorting by time)")
+        ax.set_ylabel(_value_label(data, ", ".join(data.meta["features"])))
+        ax.legend(fontsize=7, ncol=2)
+    n = len(result["pred_rollout"])
+    metrics = result["metrics"]["rollout"]
+    scale_free = ", ".join(f"{label} {metrics[k]:.3g}" for k, label in (("mase", "MASE"), ("smape", "sMAPE %"))
+                           if metrics.get(k) is not None)
+    fig.suptitle(f"{data.meta['name']} / {model}: rolling-origin backtest, RMSE {metrics['rmse']:.3g}"
+                 f"{', ' + scale_free if scale_free else ''} over {len(series)} origins"
+                 f"{f' (median of {n} replicas)' if n > 1 else ''}", fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.08, top=0.92, hspace=0.45)
     _save(fig, path)
 
 

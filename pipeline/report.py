@@ -44,6 +44,7 @@ LEADERBOARD_COLUMNS = [
     "test_rmse", "test_rmse_min", "test_rmse_max", "test_skill",
     "rollout_rmse", "rollout_rmse_min", "rollout_rmse_max", "rollout_skill",
     "valid_horizon", "valid_horizon_min", "valid_horizon_max",
+    "rollout_mase", "rollout_smape",
     "beats_persistence", "diverged", "diverged_replicas",
 ]
 
@@ -100,6 +101,7 @@ def dataset_summary(params: Params, ds: str, paths: Paths) -> dict[str, dict]:
                        valid_horizon_min=spread["valid_horizon"]["min"],
                        valid_horizon_max=spread["valid_horizon"]["max"],
                        rollout_skill=_skill(ev["rollout"]["mse"], reference and reference["rollout"]["mse"]))
+            row.update({f"rollout_{k}": ev["rollout"][k] for k in ("mase", "smape") if k in ev["rollout"]})
         row["beats_persistence"] = None if m == persistence else _beats(
             ev, reference, "rollout_mse" if "rollout" in ev else "test_mse")
         train = trains[m]
@@ -122,15 +124,20 @@ Models are ranked by the median rollout RMSE where the dataset has a rollout, el
 *beats persistence* k/R: in k of its R replicas the model's MSE (rollout MSE where the dataset has a rollout,
 else test MSE) is below persistence's. Skill = 1 - MSE / MSE(persistence), from the median MSEs (1 is perfect,
 below 0 is worse than repeating the last value). *steps within tolerance*: how many steps the free-running
-rollout stays within `evaluate.tolerance`. RMSEs are in the data's original units.
+rollout stays within `evaluate.tolerance`. RMSEs are in the data's original units. For your own CSV data the
+rollout is a rolling-origin backtest (every number over all its origins and series), with MASE (each origin's
+error over its series' in-sample one-step naive error; below 1 beats that naive forecast) and sMAPE in percent.
 """
 
 
 def _markdown_table(table: dict[str, dict], steps: int | None) -> list[str]:
     rollout = steps is not None
+    scale_free = any(row.get("rollout_mase") is not None for row in table.values())  # a backtest of user data
     header = ["rank", "model", "kind", "test RMSE"]
     if rollout:
         header += [f"{steps}-step rollout RMSE", "steps within tolerance"]
+    if scale_free:
+        header += ["MASE", "sMAPE %"]
     header += ["beats persistence", "test skill"] + (["rollout skill"] if rollout else []) + ["diverged"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m, row in table.items():
@@ -141,6 +148,9 @@ def _markdown_table(table: dict[str, dict], steps: int | None) -> list[str]:
             cells += [spread_text(row.get("rollout_rmse"), row.get("rollout_rmse_min"), row.get("rollout_rmse_max"), n),
                       spread_text(row.get("valid_horizon"), row.get("valid_horizon_min"),
                                   row.get("valid_horizon_max"), n, digits=None)]
+        if scale_free:
+            cells += [number_text(row.get(k), 3) if row.get(k) is not None else "" for k in ("rollout_mase",
+                                                                                          "rollout_smape")]
         beats = row["beats_persistence"]
         cells.append(f"{beats}/{n}" if beats is not None else "(reference)" if row["kind"] == "persistence" else "")
         cells.append(number_text(row["test_skill"], 4) if row["test_skill"] is not None else "")
@@ -316,3 +326,5 @@ def compare(params: Params, ds: str, paths: Paths = Paths()) -> None:
     plotting.compare_figure(paths.compare_figure(ds), data, results)
     for m in models:
         plotting.pair_figure(paths.pair_figure(ds, m), data, m, curves[m], results[m])
+        if plotting.is_backtest(data) and "pred_rollout" in results[m]:
+            plotting.backtest_figure(paths.backtest_figure(ds, m), data, m, results[m])

@@ -163,10 +163,10 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
     """Fit on the scaled training split in one go; its losses are epoch 0 of the curve. Baselines have no
     trained parameters, no seed (one fit: it is deterministic) and always run on the CPU."""
     model = baselines.build(kind, shape)
-    x, y = (data.scaled(a) for a in (data.x_train, data.y_train))
+    x, y = data.scaled_split("train")
     model.fit(x, y, data.lengths("train"))
-    losses = [_mse(model.predict_next(data.scaled(xs), data.lengths(split)), data.scaled(ys))
-              for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val))]
+    losses = [_mse(model.predict_next(xs, data.lengths(split)), ys)
+              for split, (xs, ys) in (("train", (x, y)), ("val", data.scaled_split("val")))]
     history = History(rows=[(0, *losses)], best_epoch=0, best_val_loss=losses[1])
     return [history], [model.state()], 0, "cpu"
 

@@ -20,7 +20,8 @@ from pipeline.files import datasets
 from pipeline import generate as generate_stage
 from pipeline import params as params_module
 from pipeline.errors import ArtifactError, DataError, ParamsError
-from pipeline.generators import KINDS, read_series
+from pipeline import user_data
+from pipeline.generators import KINDS
 from pipeline.schema import SchemaError, build
 
 from conftest import tiny_params, write_params
@@ -404,15 +405,14 @@ def test_lengths_survive_the_file(tmp_path):
         assert back.lengths(split).dtype == np.int64
 
 
-def test_a_file_without_lengths_is_corrupt(tmp_path):
-    """Files written before lengths existed: DVC regenerates them; loading one is the usual one-line error."""
-    path = tmp_path / "old.npz"
+def test_fixed_length_data_stores_no_lengths_and_keeps_its_bytes(tmp_path):
+    """Lengths are stored only where windows differ in length: a fixed-length dataset's file holds exactly the
+    arrays it held before lengths existed (so DVC sees the same bytes), and reads back as full length."""
+    path = tmp_path / "ramp.npz"
     datasets.save(generate("ramp"), path)
     with np.load(path) as stored:
-        arrays = {name: stored[name] for name in stored.files if not name.startswith("lengths_")}
-    np.savez_compressed(path, **arrays)
-    with pytest.raises(ArtifactError, match="is corrupt"):
-        datasets.load(path)
+        assert not any(name.startswith(("lengths_", "series_")) for name in stored.files)
+    assert datasets.load(path).lengths("train") is None
 
 
 def test_dataset_file_needs_no_pickle(tmp_path):
@@ -479,6 +479,11 @@ def test_damaged_compressed_data_is_one_clear_error(tmp_path):
 
 # --- reading a user's CSV ------------------------------------------------------------------------------------
 
+def read_series(path: Path, column: str) -> np.ndarray:
+    """One column of a one-series file, as the csv kind reads it."""
+    return user_data.read(path, user_data.Layout((column,))).series[0].values[:, 0]
+
+
 def csv_error(project: Path, content: str | bytes, column: str = "value", name: str = "series.csv") -> str:
     path = Path("data/raw") / name
     (project / path).write_bytes(content.encode() if isinstance(content, str) else content)
@@ -516,13 +521,13 @@ def test_missing_column_lists_the_columns(project):
 
 def test_empty_cell_names_the_line(project):
     message = csv_error(project, "date,value\n1,1.0\n2,2.0\n3,\n4,\n5,5.0\n")
-    assert message == ("data/raw/series.csv: column 'value' has 2 empty cell(s), first on line 4; "
-                       "fill or drop those rows")
+    assert message == ("data/raw/series.csv: column 'value' has 2 missing cell(s), first on line 4; "
+                       "fill those cells, or set data.<name>.missing to interpolate, ffill or drop")
 
 
 def test_short_row_is_an_empty_cell(project):
     message = csv_error(project, "date,value\n1,1.0\n2\n")
-    assert "1 empty cell(s), first on line 3" in message
+    assert "1 missing cell(s), first on line 3" in message
 
 
 def test_text_in_numeric_column_names_value_and_line(project):
@@ -530,9 +535,10 @@ def test_text_in_numeric_column_names_value_and_line(project):
     assert message == "data/raw/series.csv: column 'value' has a non-numeric value 'abc' on line 4"
 
 
-def test_nan_in_numeric_column_is_rejected(project):
-    message = csv_error(project, "date,value\n1,1.0\n2,nan\n")
-    assert "'nan' on line 3" in message
+@pytest.mark.parametrize("cell", ["nan", "NA", "N/A", "null", " "])
+def test_na_spellings_are_missing_cells(project, cell):
+    message = csv_error(project, f"date,value\n1,1.0\n2,{cell}\n")
+    assert "1 missing cell(s), first on line 3" in message
 
 
 @pytest.mark.parametrize("content", [
@@ -567,9 +573,12 @@ def test_shortest_usable_series_is_accepted(project):
 
 def test_line_numbers_count_blank_lines(project):
     # a blank line in the middle is a row of empty cells, reported at its real line...
+    message = csv_error(project, "date,value\n1,1.0\n\n2,2.0\n")
+    assert message == ("data/raw/series.csv: column 'value' has 1 missing cell(s), first on line 3; "
+                       "fill those cells, or set data.<name>.missing to interpolate, ffill or drop")
+    # ...and counts for the lines after it (text is reported before gaps)
     message = csv_error(project, "date,value\n1,1.0\n\n2,2.0\n3,abc\n")
-    assert message == ("data/raw/series.csv: column 'value' has 1 empty cell(s), first on line 3; "
-                       "fill or drop those rows")
+    assert message == "data/raw/series.csv: column 'value' has a non-numeric value 'abc' on line 5"
     # ...and blank lines at the end are not data, so later errors keep the file's line numbers
     message = csv_error(project, "date,value\n1,1.0\n2,2.0\n3,abc\n\n\n")
     assert message == "data/raw/series.csv: column 'value' has a non-numeric value 'abc' on line 4"

@@ -16,6 +16,7 @@ from pipeline import evaluation
 from pipeline.learning import models
 from pipeline.files.artifacts import Paths, read_arrays
 from pipeline.baselines import LinearAR, Persistence
+from pipeline.errors import ArtifactError
 
 from conftest import tiny_params, use_datasets, write_params
 
@@ -331,6 +332,15 @@ def test_the_dataset_stage_scores_every_model_of_the_dataset_as_pair_by_pair(pro
     for m, (metrics, files) in one_by_one.items():
         assert returned[m] == metrics and outputs("sincos", m) == files
     assert list(evaluation.run_dataset(params, "memory_short")) == ["persistence", "linear"]
+
+
+def test_the_dataset_stage_writes_nothing_when_a_checkpoint_is_missing(project):
+    params = load_params(project, {"persistence": {}, "linear": {}})
+    pipeline.generate.run(params, "sine")
+    pipeline.training.run(params, "sine", "persistence")  # linear is never trained
+    with pytest.raises(ArtifactError, match="linear.npz does not exist"):
+        evaluation.run_dataset(params, "sine")
+    assert not (project / "metrics" / "eval").exists() and not (project / "data" / "predictions").exists()
 
 
 # --- medians over replicas -------------------------------------------------------------------------------------

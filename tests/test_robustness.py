@@ -112,7 +112,8 @@ BAD_CSV = {
     "missing-column": (GOOD_CSV.replace("value", "price"),
                        "data/raw/s.csv has no column 'value' (data.mine.column); columns are: t, price"),
     "empty-cell": (GOOD_CSV.replace("\n7,3.5\n", "\n7,\n"),
-                   "data/raw/s.csv: column 'value' has 1 empty cell(s), first on line 9; fill or drop those rows"),
+                   "data/raw/s.csv: column 'value' has 1 missing cell(s), first on line 9; fill those cells, "
+                   "or set data.mine.missing to interpolate, ffill or drop"),
     "text-in-numeric-column": (GOOD_CSV.replace("\n7,3.5\n", "\n7,abc\n"),
                                "data/raw/s.csv: column 'value' has a non-numeric value 'abc' on line 9"),
     "too-short": ("t,value\n" + "".join(f"{i},{i}\n" for i in range(5)),
@@ -123,6 +124,34 @@ BAD_CSV = {
                 "data/raw/s.csv cannot be read as CSV: 'utf-8' codec can't decode byte 0x89 in position 0: "
                 "invalid start byte"),
 }
+
+
+LONG_CSV = "shop,t,value\n" + "".join(f"{s},{i},{i * 0.5}\n" for s in "ab" for i in range(60))
+# Many series in one long-format file: (content, settings beside kind and path, the line expected)
+BAD_LONG_CSV = {
+    "absent-id-column": (LONG_CSV, {"id_column": "store"},
+                         "data/raw/s.csv has no column 'store' (data.mine.id_column); columns are: shop, t, value"),
+    "repeated-time": (LONG_CSV + "b,59,1.0\n", {"id_column": "shop", "time_column": "t"},
+                      "data/raw/s.csv: time '59' in series 'b' appears twice (lines 121 and 122); each time must "
+                      "appear once per series"),
+    "series-too-short": (LONG_CSV + "".join(f"c,{i},{i}\n" for i in range(8)), {"id_column": "shop"},
+                         "data/raw/s.csv: series 'c' has 8 values, too few for window 5 with these fractions "
+                         "(train part 6 needs >= 7, val 1 and test 1 need >= 1); use a longer series or a smaller "
+                         "data.mine.window"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LONG_CSV))
+def test_bad_long_format_csv_is_one_line_and_writes_nothing(trained, case):
+    content, settings, expected = BAD_LONG_CSV[case]
+    (trained / "data" / "raw" / "s.csv").write_text(content)
+    raw = tiny_params()
+    raw["data"]["mine"] = {"kind": "csv", "path": "data/raw/s.csv", "column": "value", "window": 5, **settings}
+    raw["datasets"].append("mine")
+    write_params(trained, raw)
+    before = snapshot(trained)
+    assert assert_one_line_error(invoke("generate", "mine")) == f"Error: {expected}"
+    assert snapshot(trained) == before
 
 
 @pytest.mark.parametrize("case", list(BAD_CSV))

@@ -61,6 +61,9 @@ class Paths:
     def pair_figure(self, ds: str, model: str) -> Path:
         return self.root / "plots" / "images" / ds / f"{model}.png"
 
+    def backtest_figure(self, ds: str, model: str) -> Path:
+        return self.root / "plots" / "images" / ds / f"{model}-backtest.png"
+
     def summary(self) -> Path:
         return self.root / "metrics" / "summary.json"
 

@@ -4,12 +4,17 @@ A dataset is a set of (window -> next value) examples split into train, val and 
 can be continued, a *rollout* task: context windows and their true continuation, and the training and validation
 *sequences* the windows were cut from (for the free-running objective, which needs each window's true
 continuation: `sequences_<split>` (S, L, F) and `starts_<split>` (N, 2) = (sequence, offset) of every window
-whose continuation may be used, inside its split's part of the data). Windows of different lengths (a memory
-dataset with a length range) are right-padded with zeros to the longest, and `lengths_<split>` (N,) holds each
-window's real length; for fixed-length data those arrays are empty, meaning "every window is full length", so no
-code path changes for it (`Dataset.lengths`). Arrays are stored in the data's original units; the scaling
-statistics (from the training inputs' real values only) travel with them, so that training and evaluation need
-no generator params. One `.npz` holds everything, readable without pickle.
+whose continuation may be used, inside its split's part of the data; a shorter sequence is padded with NaN).
+Windows of different lengths (a memory dataset with a length range) are right-padded with zeros to the longest,
+and `lengths_<split>` (N,) holds each window's real length (`Dataset.lengths`). Arrays are stored in the data's
+original units; the scaling statistics (from the training inputs' real values only) travel with them, so that
+training and evaluation need no generator params. One `.npz` holds everything, readable without pickle.
+
+Data made of several series (a user's long-format CSV) also says which series every example and every rollout
+origin belongs to (`series_<split>`, `series_rollout`, `rollout_origin`): with `scaling: per_series` each row is
+scaled by its own series' training statistics, and the backtest's scale-free errors divide by its own series'
+naive error. These optional arrays, and the lengths, are stored only when present, so that the files of other
+datasets keep their bytes (and DVC retrains nothing for them).
 """
 
 import dataclasses
@@ -25,11 +30,14 @@ from pipeline.errors import ArtifactError
 SPLITS = ("train", "val", "test")
 FIT_SPLITS = ("train", "val")
 ARRAYS = (tuple(f"{xy}_{s}" for s in SPLITS for xy in "xy") + ("rollout_context", "rollout_target")
-          + tuple(f"{a}_{s}" for s in FIT_SPLITS for a in ("sequences", "starts"))
-          + tuple(f"lengths_{s}" for s in SPLITS))
+          + tuple(f"{a}_{s}" for s in FIT_SPLITS for a in ("sequences", "starts")))
+ROW_SETS = SPLITS + ("rollout",)
+OPTIONAL_ARRAYS = (tuple(f"series_{s}" for s in ROW_SETS) + ("rollout_origin",)
+                   + tuple(f"lengths_{s}" for s in SPLITS))
 
 
-def _full_length() -> np.ndarray:
+def _none() -> np.ndarray:
+    """An optional array's value where it does not apply: every window full length, a single series."""
     return np.zeros(0, dtype=np.int64)
 
 
@@ -51,9 +59,14 @@ class Dataset:
     sequences_val: np.ndarray
     starts_val: np.ndarray
     meta: dict[str, Any]
-    lengths_train: np.ndarray = dataclasses.field(default_factory=_full_length)
-    lengths_val: np.ndarray = dataclasses.field(default_factory=_full_length)
-    lengths_test: np.ndarray = dataclasses.field(default_factory=_full_length)
+    lengths_train: np.ndarray = dataclasses.field(default_factory=_none)
+    lengths_val: np.ndarray = dataclasses.field(default_factory=_none)
+    lengths_test: np.ndarray = dataclasses.field(default_factory=_none)
+    series_train: np.ndarray = dataclasses.field(default_factory=_none)
+    series_val: np.ndarray = dataclasses.field(default_factory=_none)
+    series_test: np.ndarray = dataclasses.field(default_factory=_none)
+    series_rollout: np.ndarray = dataclasses.field(default_factory=_none)
+    rollout_origin: np.ndarray = dataclasses.field(default_factory=_none)
 
     def lengths(self, split: str) -> np.ndarray | None:
         """Each window's real length in `split`, or None where every window is full length (fixed-length data),
@@ -68,40 +81,81 @@ class Dataset:
     def continuations(self, split: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Every window of `split` ("train" or "val") that has `steps` true values after it inside its part of
         the data: contexts (N, T, F) and continuations (N, steps, F), in original units."""
-        sequences, starts = getattr(self, f"sequences_{split}"), getattr(self, f"starts_{split}")
-        window = self.meta["window"]
-        if len(starts) == 0:
+        keep = self._continued(split, steps)
+        sequences, window = getattr(self, f"sequences_{split}"), self.meta["window"]
+        if len(keep) == 0:
             return (np.zeros((0, window, self.meta["n_features"]), np.float32),
                     np.zeros((0, steps, self.meta["n_features"]), np.float32))
-        room = sequences.shape[1] - starts[:, 1] - window  # values after each window in its sequence
-        keep = starts[room >= steps]
         index = keep[:, 1:2] + np.arange(window + steps)[None, :]  # (N, T + steps)
         segments = sequences[keep[:, :1], index]
         return segments[:, :window], segments[:, window:]
 
-    def longest_continuation(self, split: str) -> int:
+    def _continued(self, split: str, steps: int) -> np.ndarray:
+        """The starts (sequence, offset) of the windows with `steps` true values after them."""
         starts = getattr(self, f"starts_{split}")
-        if len(starts) == 0:
+        return starts[self._room(split) >= steps] if len(starts) else starts
+
+    def _room(self, split: str) -> np.ndarray:
+        """Values after each window in its own sequence (a sequence ends where its NaN padding starts)."""
+        sequences, starts = getattr(self, f"sequences_{split}"), getattr(self, f"starts_{split}")
+        lengths = np.isfinite(sequences[..., 0]).sum(axis=1) if sequences.size else np.zeros(len(sequences))
+        return lengths[starts[:, 0]] - starts[:, 1] - self.meta["window"]
+
+    def longest_continuation(self, split: str) -> int:
+        if len(getattr(self, f"starts_{split}")) == 0:
             return 0
-        return int((getattr(self, f"sequences_{split}").shape[1] - starts[:, 1] - self.meta["window"]).max())
+        return int(self._room(split).max())
 
-    def scaled(self, array: np.ndarray) -> np.ndarray:
-        return ((array - self.meta["scale_mean"]) / self.meta["scale_std"]).astype(np.float32)
+    def rows(self, part: str, steps: int | None = None) -> np.ndarray | None:
+        """The series of each row of `part` (a split, "rollout", or a split's continuations of `steps`), for
+        per-series scaling; None when the data is scaled as a whole."""
+        if self.meta.get("scaling") != "per_series":
+            return None
+        if steps is not None:
+            return self._continued(part, steps)[:, 0]  # a CSV's sequences are its series, one each
+        return getattr(self, f"series_{part}")
 
-    def unscaled(self, array: np.ndarray) -> np.ndarray:
-        return (array * self.meta["scale_std"] + self.meta["scale_mean"]).astype(np.float32)
+    def _statistics(self, rows: np.ndarray | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.meta.get("scaling") != "per_series":
+            return np.asarray(self.meta["scale_mean"]), np.asarray(self.meta["scale_std"])
+        if rows is None:
+            raise ValueError("per-series scaling needs the series of every row")  # a programming error
+        shape = (len(rows),) + (1,) * (ndim - 2) + (-1,)
+        return (np.asarray(self.meta["series_mean"])[rows].reshape(shape),
+                np.asarray(self.meta["series_std"])[rows].reshape(shape))
+
+    def scaled(self, array: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """To the units the models work in. `rows` (from `rows()`) matter only under per-series scaling."""
+        mean, std = self._statistics(rows, np.ndim(array))
+        return ((array - mean) / std).astype(np.float32)
+
+    def unscaled(self, array: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        mean, std = self._statistics(rows, np.ndim(array))
+        return (array * std + mean).astype(np.float32)
+
+    def scaled_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """A split's (windows, targets) in model units."""
+        rows = self.rows(split)
+        return (self.scaled(getattr(self, f"x_{split}"), rows), self.scaled(getattr(self, f"y_{split}"), rows))
+
+    def scaled_continuations(self, split: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.rows(split, steps)
+        return tuple(self.scaled(a, rows) for a in self.continuations(split, steps))
 
 
 def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tuple[np.ndarray, np.ndarray]],
                  rollout: tuple[np.ndarray, np.ndarray] | None, time_step: float = 1.0,
                  time_label: str = "step",
                  sequences: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 lengths: dict[str, np.ndarray] | None = None) -> Dataset:
+                 lengths: dict[str, np.ndarray] | None = None,
+                 series: dict[str, np.ndarray] | None = None, rollout_origin: np.ndarray | None = None,
+                 extra_meta: dict[str, Any] | None = None) -> Dataset:
     """Assemble a Dataset, computing the scaling statistics from the training inputs only. `sequences` maps
     "train" and "val" to (sequences, starts) as the module's docstring describes; None for data that cannot
     be continued (every window's continuation is then unknown). `lengths` maps each split to its windows' real
     lengths, for windows right-padded to the longest; None for fixed-length data. The statistics then come
-    from the real values only: padding is no data."""
+    from the real values only: padding is no data. `series` maps each split and "rollout" to the series of its
+    rows, for data made of several series (see the module's docstring)."""
     x_train = splits["train"][0]
     n_features = x_train.shape[-1]
     real = x_train.reshape(-1, n_features) if lengths is None else x_train[real_steps(lengths["train"],
@@ -132,8 +186,13 @@ def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tu
         arrays[f"sequences_{split}"] = np.asarray(seqs, dtype=np.float32)
         arrays[f"starts_{split}"] = np.asarray(starts, dtype=np.int64).reshape(-1, 2)
     for split in SPLITS:
-        arrays[f"lengths_{split}"] = (_full_length() if lengths is None
-                                      else np.asarray(lengths[split], dtype=np.int64).reshape(-1))
+        if lengths is not None:
+            arrays[f"lengths_{split}"] = np.asarray(lengths[split], dtype=np.int64).reshape(-1)
+    meta.update(extra_meta or {})
+    for part, rows in (series or {}).items():
+        arrays[f"series_{part}"] = np.asarray(rows, dtype=np.int64)
+    if rollout_origin is not None:
+        arrays["rollout_origin"] = np.asarray(rollout_origin, dtype=np.int64)
     return Dataset(**arrays, rollout_context=np.asarray(rollout[0], dtype=np.float32),
                    rollout_target=np.asarray(rollout[1], dtype=np.float32), meta=meta)
 
@@ -174,6 +233,7 @@ def first_windows(count: int) -> np.ndarray:
 
 def save(dataset: Dataset, path: Path) -> None:
     arrays = {name: getattr(dataset, name) for name in ARRAYS}
+    arrays.update({name: getattr(dataset, name) for name in OPTIONAL_ARRAYS if len(getattr(dataset, name))})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file handle stops numpy from appending ".npz" to the temp name
             np.savez_compressed(handle, meta=np.array(json.dumps(dataset.meta, sort_keys=True)), **arrays)
@@ -185,7 +245,7 @@ def load(path: Path) -> Dataset:
         raise ArtifactError(f"{path} does not exist; run `dvc repro` to generate it")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in ARRAYS}
+            arrays = {name: data[name] for name in ARRAYS + OPTIONAL_ARRAYS if name in ARRAYS or name in data}
             meta = json.loads(str(data["meta"]))
     except Exception as exc:  # zip, zlib, JSON and numpy each raise their own types for a damaged file
         raise ArtifactError(f"{path} is corrupt ({type(exc).__name__}); delete it and run `dvc repro`") from None

@@ -283,13 +283,12 @@ def _train_phase(stack: ReplicaStack, train: Examples, val: Examples, phase: Pha
 def continued_tensors(data: datasets.Dataset, steps: int, device: torch.device
                       ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """The free-running phase's examples, scaled: ((contexts, continuations) of train, the same of val)."""
-    return tuple(tuple(torch.from_numpy(data.scaled(a)).to(device) for a in data.continuations(split, steps))
+    return tuple(tuple(torch.from_numpy(a).to(device) for a in data.scaled_continuations(split, steps))
                  for split in ("train", "val"))
 
 
 def tensors(data: datasets.Dataset, split: str, device: torch.device) -> Examples:
     """A split's examples, scaled: (x, y), and the windows' lengths after them where they differ."""
-    x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-    examples = (torch.from_numpy(data.scaled(x)).to(device), torch.from_numpy(data.scaled(y)).to(device))
+    examples = tuple(torch.from_numpy(a).to(device) for a in data.scaled_split(split))
     lengths = data.lengths(split)
     return examples if lengths is None else examples + (torch.from_numpy(lengths).to(device),)
