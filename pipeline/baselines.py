@@ -117,16 +117,26 @@ def portable_lstsq(a: np.ndarray, b: np.ndarray, rcond: float = RCOND) -> np.nda
     return x[:, 0] if vector else x
 
 
+def right_aligned(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Right-padded windows (B, T, F) of these real lengths (B,) moved to end at step T - 1, zeros before their
+    start: step T - 1 - j of every row is then its j-th value before its end, whatever its length."""
+    steps = x.shape[1]
+    source = np.arange(steps)[None, :] - (steps - np.asarray(lengths))[:, None]  # (B, T): where each step comes from
+    moved = np.take_along_axis(x, np.maximum(source, 0)[..., None], axis=1)
+    return np.where((source >= 0)[..., None], moved, np.zeros((), x.dtype))
+
+
 class Baseline:
-    """Fitted once by `fit(x, y)` on scaled data; predicts with `predict_next(x)`: (B, T, F) -> (B, F_out)."""
+    """Fitted once by `fit(x, y)` on scaled data; predicts with `predict_next(x)`: (B, T, F) -> (B, F_out). Both
+    take `lengths` (B,) for right-padded windows of different real lengths (None: every window is full)."""
 
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> None:
+    def fit(self, x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None = None) -> None:
         """Nothing to fit unless a subclass says otherwise."""
 
-    def predict_next(self, x: np.ndarray) -> np.ndarray:
+    def predict_next(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:
@@ -148,28 +158,39 @@ class Persistence(Baseline):
         if shape.output_size != shape.input_size:
             raise ValueError("persistence needs targets with the same features as the inputs")
 
-    def predict_next(self, x: np.ndarray) -> np.ndarray:
-        return x[:, -1]
+    def predict_next(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        """Each window's last real value."""
+        if lengths is None:
+            return x[:, -1]
+        return x[np.arange(len(x)), np.asarray(lengths) - 1]
 
 
 @BASELINES.register("linear")
 class LinearAR(Baseline):
-    """y = W vec(window) + b, in float64."""
+    """y = W vec(window) + b, in float64.
+
+    Windows of different lengths are right-aligned (`right_aligned`) for fitting and predicting alike: weight
+    column j then always reads the j-th value before a window's end, an autoregression on each window's last
+    T values (T the longest), and the steps before a shorter window's start read 0, the training mean on the
+    scaled data, i.e. no information. Left as padded, a column would read a value at another distance from the
+    end in each row (or padding), which is no autoregression at all."""
 
     def __init__(self, shape: Shape) -> None:
         super().__init__(shape)
         self.weight = np.zeros((shape.output_size, shape.window * shape.input_size))
         self.bias = np.zeros(shape.output_size)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> None:
+    def fit(self, x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None = None) -> None:
         """Least squares in float64: the minimum-norm solution over the directions the float32 windows resolve
         (RCOND), the same bits on every machine (windows of a pure sine span only two dimensions, so the system
         is rank-deficient: the rank decision must not depend on the CPU either)."""
+        x = x if lengths is None else right_aligned(x, lengths)
         design = np.concatenate([x.reshape(len(x), -1), np.ones((len(x), 1))], axis=1).astype(np.float64)
         solution = portable_lstsq(design, np.asarray(y, dtype=np.float64))  # (T*F + 1, F_out)
         self.weight, self.bias = solution[:-1].T.copy(), solution[-1].copy()
 
-    def predict_next(self, x: np.ndarray) -> np.ndarray:
+    def predict_next(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        x = x if lengths is None else right_aligned(np.asarray(x), lengths)
         flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)  # the exact product: cheap for one layer
         return inference.portable_matmul(flat, np.ascontiguousarray(self.weight.T)) + self.bias
 

@@ -141,5 +141,32 @@ def diff(a: str, b: str, as_json: bool) -> None:
     click.echo(stage.run(a, b, as_json))
 
 
+@cli.command()
+@click.option("-S", "--set-param", "specs", multiple=True, metavar="KEY=V1,V2,...",
+              help="A param and its values, as `dvc exp run -S`; several -S give the cartesian product.")
+@click.option("--workers", type=int, default=None,
+              help="Start a Dask LocalCluster of this many worker processes (default: this machine's cores).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Use an existing Dask cluster instead (e.g. tcp://host:8786).")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads (and cores) per experiment (default: cores / workers; 1 with --scheduler).")
+@click.option("--git-remote", default="origin", show_default=True, help="The git remote workers clone and push to.")
+@click.option("--prefix", default="sweep", show_default=True, help="Experiment names start with this.")
+@click.option("--diff/--no-diff", default=True, show_default=True,
+              help="Summarize `python -m pipeline diff BASE EXPERIMENT` for each experiment.")
+def sweep(specs: tuple[str, ...], workers: int | None, scheduler: str | None, threads: int | None, git_remote: str,
+          prefix: str, diff: bool) -> None:
+    """Run a parameter sweep as DVC experiments on a Dask cluster, one fresh clone per experiment.
+
+    Workers exchange everything through the git remote (base commit, experiment refs) and the default DVC remote
+    (outputs, run-cache); the experiments are then pulled here and shown. Exit status 1 if any failed; running the
+    same sweep again redoes only those."""
+    from pipeline import sweep as stage
+
+    failed = stage.run(list(specs), workers, scheduler, threads, git_remote, prefix, diff, echo=click.echo)
+    if failed:
+        raise SystemExit(1)
+
+
 def main() -> None:
     cli(prog_name="python -m pipeline")

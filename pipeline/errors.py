@@ -31,3 +31,7 @@ class Interrupted(PipelineError):
     """The stage was stopped (Ctrl-C or SIGTERM) before it finished; it wrote nothing, since outputs are atomic."""
 
     exit_code = 130  # the shell's convention for a process ended by SIGINT
+
+
+class SweepError(PipelineError):
+    """A sweep that cannot start (bad -S, unclean or unpushed repository, no DVC remote, no scheduler)."""

@@ -7,7 +7,8 @@ all the windows in flight at once (inference.NumpyRecurrent.rollout).
 All metrics are in the data's original units. Every replica of a learned pair is scored; the metrics file holds
 their medians under the single-run names, the spread and each replica's values (`combine`).
 
-Everything here works on numpy arrays through one interface, `predict_next(x)`: (B, T, F) -> (B, F_out). The
+Everything here works on numpy arrays through one interface, `predict_next(x)`: (B, T, F) -> (B, F_out), and
+`predict_next(x, lengths)` for test windows of different lengths (right-padded), from each one's last real step. The
 baselines are numpy, and so is the forward pass of every built-in learned model (inference.py): the stage starts
 without importing torch.
 """
@@ -28,7 +29,16 @@ SCALE_FREE = ("mase", "smape")  # a backtest's extra errors (datasets made from 
 
 
 class Predictor(Protocol):
-    def predict_next(self, x: np.ndarray) -> np.ndarray: ...
+    def predict_next(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray: ...
+
+
+def predict_test(model: Predictor, data: datasets.Dataset) -> np.ndarray:
+    """The test windows' predictions in the data's units (each row by its own series' statistics under
+    per-series scaling); their lengths go along only where they differ, so a fixed-length dataset's predictor is
+    called exactly as before lengths existed."""
+    rows, lengths = data.rows("test"), data.lengths("test")
+    x = data.scaled(data.x_test, rows)
+    return data.unscaled(model.predict_next(x) if lengths is None else model.predict_next(x, lengths), rows)
 
 
 def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -92,8 +102,7 @@ def _rounded(value: float) -> float | None:
 
 def score(data: datasets.Dataset, model: Predictor, cfg: EvalParams) -> dict:
     """Metrics plus the arrays behind the plots: test predictions, and rollout predictions and errors."""
-    rows = data.rows("test")
-    pred_test = data.unscaled(model.predict_next(data.scaled(data.x_test, rows)), rows)
+    pred_test = predict_test(model, data)
     result = {"metrics": {"test": {k: _rounded(v) for k, v in regression_metrics(pred_test, data.y_test).items()}},
               "pred_test": pred_test}
     if data.has_rollout:

@@ -23,9 +23,11 @@ def run(params: Params, name: str, paths: Paths = Paths()) -> datasets.Dataset:
     sizes = data.meta["sizes"]
     rollout = (f", rollout {data.meta['rollout_sequences']} x {data.meta['rollout_steps']} steps"
                if data.has_rollout else ", no rollout")
+    lengths = data.lengths("train")
+    steps = data.meta["window"] if lengths is None else f"{lengths.min()}-{lengths.max()}"
     series = f" from {len(data.meta['series'])} series" if len(data.meta.get("series", [])) > 1 else ""
     print(f"generate {name}: {sizes['train']}/{sizes['val']}/{sizes['test']} train/val/test windows of "
-          f"{data.meta['window']} x {data.meta['n_features']}{series}{rollout}")
+          f"{steps} x {data.meta['n_features']}{series}{rollout}")
     for line in _data_notes(params, name, data):
         print(f"generate {name}: {line}")
     return data

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.files.datasets import Dataset, first_windows, make_dataset, random_split_index, sliding_windows
 from pipeline import user_data
+from pipeline.files.datasets import (Dataset, first_windows, make_dataset, random_split_index, real_steps,
+                                     sliding_windows)
 from pipeline.errors import DataError
 from pipeline.registry import Registry
 from pipeline.schema import fail, setting
@@ -223,29 +224,60 @@ def trajectory(spec: TrajectorySpec, name: str, rng: np.random.Generator) -> Dat
 
 @dataclasses.dataclass(frozen=True)
 class MemorySpec:
-    """`length` N(0, 1) values; the target is x[lag] + x[-1]. Not autoregressive, so no rollout."""
+    """`length` N(0, 1) values; the target is x[lag] + x[-1]. Not autoregressive, so no rollout.
+
+    `length` is an int (every sequence that long) or a range [min, max]: each sequence's length is drawn
+    uniformly in it (inclusive), so that a model must find each sequence's own end (seed 003's padded and packed
+    batches). A non-negative lag then counts from each sequence's start, a negative one from its own end."""
 
     lag: int = setting(-5)
-    length: int = setting(100, ge=2)
+    length: int | tuple[int, ...] = setting(100)
     n_train: int = setting(1000, ge=1)
     n_val: int = setting(100, ge=1)
     n_test: int = setting(200, ge=1)
 
+    @property
+    def shortest(self) -> int:
+        return self.length[0] if isinstance(self.length, tuple) else self.length
+
+    @property
+    def longest(self) -> int:
+        return self.length[-1] if isinstance(self.length, tuple) else self.length
+
     def check(self, key: str) -> None:
-        if not -self.length <= self.lag < self.length:
-            fail(f"{key}.lag", f"must index a sequence of length {self.length} "
-                 f"({-self.length}..{self.length - 1}), got {self.lag}")
+        if isinstance(self.length, tuple):
+            if len(self.length) != 2:
+                fail(f"{key}.length", f"must be one integer or a range [min, max] of two, got {list(self.length)}")
+            if self.length[0] < 1:
+                fail(f"{key}.length", f"must have min >= 1 in [min, max], got {list(self.length)}")
+            if self.length[0] > self.length[1]:
+                fail(f"{key}.length", f"must be [min, max] with min <= max, got {list(self.length)}")
+        elif self.length < 2:
+            fail(f"{key}.length", f"must be >= 2, got {self.length}")
+        if not -self.shortest <= self.lag < self.shortest:
+            what = (f"the shortest sequence (length {self.shortest})" if isinstance(self.length, tuple)
+                    else f"a sequence of length {self.length}")
+            fail(f"{key}.lag", f"must index {what} ({-self.shortest}..{self.shortest - 1}), got {self.lag}")
 
 
 @kind("memory", MemorySpec, rolls_out=False)
 def memory(spec: MemorySpec, name: str, rng: np.random.Generator) -> Dataset:
     n = spec.n_train + spec.n_val + spec.n_test
-    x = rng.standard_normal((n, spec.length, 1))
-    y = x[:, spec.lag] + x[:, -1]
+    x = rng.standard_normal((n, spec.longest, 1))
     order = rng.permutation(n)
     cut = {"val": order[:spec.n_val], "test": order[spec.n_val:spec.n_val + spec.n_test],
            "train": order[spec.n_val + spec.n_test:]}
-    return make_dataset(name, "memory", ["value"], {s: (x[i], y[i]) for s, i in cut.items()}, None)
+    if not isinstance(spec.length, tuple):
+        y = x[:, spec.lag] + x[:, -1]
+        return make_dataset(name, "memory", ["value"], {s: (x[i], y[i]) for s, i in cut.items()}, None)
+    # Drawn after every draw of the fixed-length kind, so that an int length gives the same data as before.
+    lengths = rng.integers(spec.length[0], spec.length[1] + 1, size=n)
+    x[~real_steps(lengths, spec.longest)] = 0.0  # right-padded with zeros
+    rows = np.arange(n)
+    lag = spec.lag if spec.lag >= 0 else lengths + spec.lag
+    y = x[rows, lag] + x[rows, lengths - 1]
+    return make_dataset(name, "memory", ["value"], {s: (x[i], y[i]) for s, i in cut.items()}, None,
+                        lengths={s: lengths[i] for s, i in cut.items()})
 
 
 # --- csv: a user's own series (seed 003's real-world data) -----------------------------------------------------

@@ -149,12 +149,20 @@ class Layer:
         """The state's contribution to the gates: h W_hh^T + b_hh."""
         return k.matmul(h, self.w_hh_t) + self.b_hh
 
-    def run(self, seq: np.ndarray, h: np.ndarray, k: Kernels) -> np.ndarray:
+    def run(self, seq: np.ndarray, h: np.ndarray, k: Kernels, alive: np.ndarray | None = None) -> np.ndarray:
+        """`alive` (B, T) bool, for right-padded rows: where False the state (and an LSTM's cell) stays as it
+        was, so a row's states after its last real step repeat the one at that step (torch's masked and packed
+        forwards end there too)."""
         inputs = self.project(seq, k)  # every step's input projection at once: (B, T, gates * H)
         states = np.empty(seq.shape[:2] + (self.hidden,))
         c = np.zeros_like(h)
         for t in range(seq.shape[1]):
-            h, c = self.step(inputs[:, t], self.recur(h, k), h, c, k)
+            if alive is None:
+                h, c = self.step(inputs[:, t], self.recur(h, k), h, c, k)
+            else:
+                keep = alive[:, t, None]
+                new_h, new_c = self.step(inputs[:, t], self.recur(h, k), h, c, k)
+                h, c = np.where(keep, new_h, h), np.where(keep, new_c, c)
             states[:, t] = h
         return states
 
@@ -218,29 +226,34 @@ class NumpyRecurrent:
         """The prediction from the last layer's state, in float64."""
         return k.matmul(h, self.head_w_t) + self.head_b
 
-    def forward(self, x: np.ndarray, k: Kernels) -> np.ndarray:
-        """(B, T, F) windows -> (B, F_out) predictions in float64, unrounded, on the kernels k."""
+    def forward(self, x: np.ndarray, k: Kernels, lengths: np.ndarray | None = None) -> np.ndarray:
+        """(B, T, F) windows -> (B, F_out) predictions in float64, unrounded, on the kernels k; with `lengths`
+        (B,), right-padded windows masked after each one's end, so each prediction is its own last real step's."""
         seq = np.asarray(x, dtype=np.float64)
+        alive = None if lengths is None else np.arange(seq.shape[1])[None, :] < np.asarray(lengths)[:, None]
         for layer, h0 in zip(self.layers, self.initial):
-            seq = layer.run(seq, self._start(layer, h0, len(seq)), k)
+            seq = layer.run(seq, self._start(layer, h0, len(seq)), k, alive)
         return self._head(seq[:, -1], k)
 
-    def predict_exact(self, x: np.ndarray) -> np.ndarray:
+    def predict_exact(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
         """The definition of a prediction: the exact kernels' result, rounded to float32."""
-        return self.forward(x, EXACT).astype(np.float32)
+        return self.forward(x, EXACT, lengths).astype(np.float32)
 
     def _unsettled(self, fast_result: np.ndarray) -> np.ndarray:
         """Where a number within `band` of the fast result could round to another float32 (where the exact
         result's rounding is not known without computing it); NaN and infinities too."""
         return (fast_result - self.band).astype(np.float32) != (fast_result + self.band).astype(np.float32)
 
-    def predict_next(self, x: np.ndarray) -> np.ndarray:
+    def predict_next(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        """(B, T, F) -> (B, F_out) float32; with `lengths` (B,), from each right-padded row's last real step."""
         x = np.asarray(x, dtype=np.float64)
-        fast_result = self.forward(x, fast())
+        fast_result = self.forward(x, fast(), lengths)
         out = fast_result.astype(np.float32)
         rows = np.flatnonzero(self._unsettled(fast_result).any(axis=1))
-        if len(rows):
+        if len(rows) and lengths is None:
             out[rows] = self.predict_exact(x[rows])
+        elif len(rows):
+            out[rows] = self.predict_exact(x[rows], np.asarray(lengths)[rows])
         return out
 
     def rollout(self, context: np.ndarray, steps: int) -> np.ndarray:

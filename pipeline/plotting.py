@@ -95,13 +95,14 @@ def _rollout_axes(ax, data: Dataset, seq: int, predictions: dict[str, np.ndarray
 def dataset_preview(path: Path, data: Dataset) -> None:
     """A few sample sequences of a dataset, as seed 000 shows its data before training."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 6), squeeze=False)
-    name = data.meta["name"]
+    name, lengths = data.meta["name"], data.lengths("train")
     for i, ax in enumerate(axes.flat):
         if data.has_rollout and i < len(data.rollout_context):
             _rollout_axes(ax, data, i, {}, {})
             ax.set_title(f"held-out sequence {i + 1}: window, then the continuation to predict", fontsize=9)
         elif not data.has_rollout and i < len(data.x_train):
-            ax.plot(np.arange(data.meta["window"]), data.x_train[i, :, 0], color="tab:blue", lw=1, label="input")
+            steps = data.meta["window"] if lengths is None else int(lengths[i])  # its real steps, not the padding
+            ax.plot(np.arange(steps), data.x_train[i, :steps, 0], color="tab:blue", lw=1, label="input")
             ax.set_title(f"training sequence {i + 1}: target {data.y_train[i, 0]:.3f}", fontsize=9)
             ax.set_xlabel("step")
             ax.set_ylabel(_value_label(data, data.meta["features"][0]))
@@ -110,8 +111,9 @@ def dataset_preview(path: Path, data: Dataset) -> None:
             continue
         ax.legend(fontsize=7)
     sizes = data.meta["sizes"]
+    steps = data.meta["window"] if lengths is None else f"{lengths.min()}-{lengths.max()}"
     fig.suptitle(f"dataset '{name}' ({data.meta['kind']}): {sizes['train']} train / {sizes['val']} val / "
-                 f"{sizes['test']} test windows of {data.meta['window']} steps")
+                 f"{sizes['test']} test windows of {steps} steps")
     fig.subplots_adjust(**PREVIEW_MARGINS)
     _save(fig, path)
 

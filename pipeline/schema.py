@@ -54,11 +54,13 @@ def _number(key: str, value: Any, kind: type) -> Any:
 
 def _convert(key: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):  # `float | None`: null keeps the default behaviour
-        if value is None:
-            return None
-        annotation, = (a for a in typing.get_args(annotation) if a is not type(None))
-        return _convert(key, value, annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(annotation)):
+            return None  # `float | None`: null keeps the default behaviour
+        if len(options) == 1:
+            return _convert(key, value, options[0])
+        return _one_or_list(key, value, options)
     if origin is tuple:
         item_type = typing.get_args(annotation)[0]
         if not isinstance(value, list):
@@ -75,6 +77,24 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
             fail(key, f"must be a non-empty string, got {shown(value)}")
         return value
     raise TypeError(f"schema cannot read fields of type {annotation!r}")  # a programming error, not a user one
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _one_or_list(key: str, value: Any, options: list[Any]) -> Any:
+    """`int | tuple[int, ...]`: one value, or a list of them (a memory dataset's length or length range). A
+    value of neither form is one message naming both."""
+    many = [a for a in options if typing.get_origin(a) is tuple]
+    one = [a for a in options if typing.get_origin(a) is not tuple]
+    if len(many) != 1 or len(one) != 1 or one[0] not in _NAMES:
+        raise TypeError(f"schema cannot read fields of type {options!r}")  # a programming error
+    if isinstance(value, list):
+        return _convert(key, value, many[0])
+    try:
+        return _convert(key, value, one[0])
+    except SchemaError:
+        fail(key, f"must be {_NAMES[one[0]]} or a list of them, got {shown(value)}")
 
 
 def _check_bounds(key: str, value: Any, meta: Mapping[str, Any], written: Any) -> None:

@@ -164,8 +164,9 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
     trained parameters, no seed (one fit: it is deterministic) and always run on the CPU."""
     model = baselines.build(kind, shape)
     x, y = data.scaled_split("train")
-    model.fit(x, y)
-    losses = [_mse(model.predict_next(xs), ys) for xs, ys in ((x, y), data.scaled_split("val"))]
+    model.fit(x, y, data.lengths("train"))
+    losses = [_mse(model.predict_next(xs, data.lengths(split)), ys)
+              for split, (xs, ys) in (("train", (x, y)), ("val", data.scaled_split("val")))]
     history = History(rows=[(0, *losses)], best_epoch=0, best_val_loss=losses[1])
     return [history], [model.state()], 0, "cpu"
 

@@ -164,3 +164,44 @@ def test_a_learned_model_does_load_torch(project):
             "p = params.load('params.yaml')\n"
             "generate.run(p, 'sine'); training.run(p, 'sine', 'gru')\n")
     assert "torch" in _modules_after(code, cwd=project)
+
+
+# --- windows of different lengths --------------------------------------------------------------------------
+
+LENGTHS = np.array([7, 3, 1, 5])
+
+
+def test_persistence_repeats_each_windows_last_real_value():
+    x = windows(2, batch=4)  # the steps past each length are noise: padding a prediction must not read
+    got = baselines.build("persistence", Shape(2, 2, 7, 0, 0)).predict_next(x, LENGTHS)
+    np.testing.assert_array_equal(got, np.stack([x[i, n - 1] for i, n in enumerate(LENGTHS)]))
+
+
+def test_linear_reads_each_window_right_aligned():
+    """Weight column j reads a window's j-th value before its end, whatever its length: a window predicts as the
+    full window of zeros (the scaled data's mean) followed by its real values, alone or in any batch."""
+    model = baselines.build("linear", Shape(2, 1, 7, 0, 0))
+    model.weight, model.bias = RNG.normal(size=(1, 14)), RNG.normal(size=1)
+    x = windows(2, batch=4)
+    together = model.predict_next(x, LENGTHS)
+    for i, n in enumerate(LENGTHS):
+        full = np.concatenate([np.zeros((7 - n, 2), np.float32), x[i, :n]])[None]
+        np.testing.assert_allclose(together[i], model.predict_next(full)[0], rtol=1e-12)
+        other_padding = np.concatenate([x[i:i + 1, :n], windows(2, batch=1)[:, n:]], axis=1)
+        np.testing.assert_array_equal(model.predict_next(other_padding, LENGTHS[i:i + 1])[0], together[i])
+    assert not np.allclose(together, model.predict_next(x))
+
+
+def test_linear_fit_with_lengths_solves_a_lag_counted_from_each_end():
+    """x[-3] + x[-1] of windows of 4 to 12 values is linear in the right-aligned windows: the fit is exact there,
+    and far off on the windows as padded."""
+    from pipeline.generators import KINDS, MemorySpec
+
+    spec = MemorySpec(lag=-3, length=(4, 12), n_train=300, n_val=10, n_test=50)
+    data = KINDS.get("memory").generate(spec, "memory", np.random.default_rng(0))
+    model = baselines.build("linear", Shape(1, 1, 12, 0, 0))
+    model.fit(data.x_train, data.y_train, data.lengths("train"))
+    np.testing.assert_allclose(model.predict_next(data.x_test, data.lengths("test")), data.y_test, atol=1e-5)
+    unaware = baselines.build("linear", Shape(1, 1, 12, 0, 0))
+    unaware.fit(data.x_train, data.y_train)
+    assert np.sqrt(np.mean((unaware.predict_next(data.x_test) - data.y_test) ** 2)) > 0.3

@@ -1,6 +1,8 @@
 """The command-line interface: every user error is one `Error:` line with exit status 1, no traceback, and
 leaves no output file behind."""
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +98,9 @@ def test_generate_dataset_defined_but_not_listed(project):
      "Error: params.yaml: unknown key 'model.hiden'; expected one of: forget_bias, hidden, layers"),
     (lambda r: r.update(device="gpu"),
      "Error: params.yaml: device must be auto, cpu, cuda, cuda:N or mps; got 'gpu'"),
-], ids=["negative-dt", "lr-text", "typo", "device"])
+    (lambda r: r["data"]["memory_short"].update(length=[12, 5]),
+     "Error: params.yaml: data.memory_short.length must be [min, max] with min <= max, got [12, 5]"),
+], ids=["negative-dt", "lr-text", "typo", "device", "length-range-reversed"])
 def test_generate_with_bad_params_value(project, change, expected):
     raw = tiny_params()
     change(raw)
@@ -200,3 +204,29 @@ def test_train_with_newline_in_device_is_one_line_error(project):
     assert not isinstance(result.exception, RuntimeError), "crashes in torch.device with a traceback"
     line = assert_one_line_error(result)
     assert line.startswith("Error: params.yaml: device must be auto, cpu, cuda, cuda:N or mps")
+
+
+def test_memory_of_different_lengths_generates_trains_and_evaluates(project):
+    """A memory dataset of 4 to 12 values, x[-3] + x[-1] of each sequence's own end, through every stage's command:
+    every model trains and is scored, and the lengths reach both: the linear baseline, right-aligned, is exact,
+    and persistence scores each window's last real value."""
+    raw = use_datasets(tiny_params(), ["memory_short"])
+    raw["data"]["memory_short"].update(length=[4, 12], lag=-3)
+    write_params(project, raw)
+    assert invoke("generate", "memory_short").exit_code == 0
+    data = datasets.load(Path("data/datasets/memory_short.npz"))
+    lengths = data.lengths("test")
+    assert lengths is not None and len(set(lengths.tolist())) > 1
+    models = TINY_MODELS.split(", ")[:-1]  # rnn_fr runs on ramp only
+    for model in models:
+        result = invoke("train", "memory_short", model)
+        assert result.exit_code == 0, result.output
+    result = invoke("evaluate", "memory_short")
+    assert result.exit_code == 0, result.output
+    metrics = {m: json.loads((project / "metrics" / "eval" / "memory_short" / f"{m}.json").read_text())
+               for m in models}
+    assert all(math.isfinite(m["test"]["rmse"]) and "rollout" not in m for m in metrics.values())
+    last = data.x_test[np.arange(len(lengths)), lengths - 1].astype(np.float64)
+    persistence = math.sqrt(np.mean((last - data.y_test) ** 2))
+    assert metrics["persistence"]["test"]["rmse"] == pytest.approx(persistence, rel=1e-5)
+    assert metrics["linear"]["test"]["rmse"] < 1e-3 < persistence

@@ -287,6 +287,69 @@ def test_memory_target_is_lagged_plus_last_value(lag):
     assert data.meta["rollout_sequences"] == 0 and data.meta["autoregressive"] is False
 
 
+def memory_of_before(seed: int = 0, lag: int = -5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The memory kind's splits as the code before length ranges computed them, written out here."""
+    spec = SPECS["memory"]
+    n = spec["n_train"] + spec["n_val"] + spec["n_test"]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, spec["length"], 1))
+    y = x[:, lag] + x[:, -1]
+    order = rng.permutation(n)
+    cut = {"val": order[:spec["n_val"]], "test": order[spec["n_val"]:spec["n_val"] + spec["n_test"]],
+           "train": order[spec["n_val"] + spec["n_test"]:]}
+    return {s: (x[i], y[i]) for s, i in cut.items()}
+
+
+def test_memory_with_an_int_length_is_the_data_of_before():
+    data = generate("memory")
+    for split, (x, y) in memory_of_before().items():
+        assert getattr(data, f"x_{split}").tobytes() == x.astype(np.float32).tobytes(), split
+        assert getattr(data, f"y_{split}").tobytes() == y.astype(np.float32).tobytes(), split
+        lengths = getattr(data, f"lengths_{split}")
+        assert lengths.shape == (0,) and lengths.dtype == np.int64 and data.lengths(split) is None
+    x_train = memory_of_before()["train"][0].reshape(-1, 1)  # float64: the statistics come before the cast
+    assert data.meta["scale_mean"] == [float(v) for v in x_train.mean(axis=0)]
+    assert data.meta["scale_std"] == [float(v) for v in x_train.std(axis=0)]
+    assert data.meta["window"] == 12
+
+
+@pytest.mark.parametrize("lag", [-5, -1, 0, 3])
+def test_memory_length_range_gives_each_sequence_its_own_length(lag):
+    data = generate("memory", lag=lag, length=[5, 12])
+    drawn = []
+    for split in datasets.SPLITS:
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        lengths = data.lengths(split)
+        assert lengths is getattr(data, f"lengths_{split}")
+        assert lengths.dtype == np.int64 and lengths.shape == (len(x),) and x.shape[1] == 12
+        assert lengths.min() >= 5 and lengths.max() <= 12
+        rows = np.arange(len(x))
+        lagged = x[rows, lag if lag >= 0 else lengths + lag]
+        np.testing.assert_allclose(y, lagged + x[rows, lengths - 1], rtol=1e-6, atol=1e-6)
+        real = datasets.real_steps(lengths, 12)
+        assert np.all(x[~real] == 0) and np.all(x[real] != 0)  # zeros past each end, and only there
+        drawn.append(lengths)
+    assert set(np.concatenate(drawn)) == set(range(5, 13))  # uniform over the range, both ends included
+    assert data.meta["window"] == 12 and not data.has_rollout
+
+
+def test_memory_length_range_draws_after_the_fixed_length_draws():
+    """The values are those of the fixed-length data at the longest length, padding aside: the lengths are
+    drawn after them, so adding a range changes nothing that was drawn before."""
+    fixed, ranged = generate("memory", length=12), generate("memory", length=[5, 12])
+    for split in datasets.SPLITS:
+        real = datasets.real_steps(ranged.lengths(split), 12)
+        np.testing.assert_array_equal(getattr(ranged, f"x_{split}")[real], getattr(fixed, f"x_{split}")[real])
+
+
+def test_memory_length_range_scales_by_the_real_values_only():
+    data = generate("memory", length=[2, 12], lag=-1)
+    real = data.x_train[datasets.real_steps(data.lengths("train"), 12)]
+    np.testing.assert_allclose(data.meta["scale_mean"], real.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(data.meta["scale_std"], real.std(axis=0), rtol=1e-6)
+    assert not np.isclose(data.meta["scale_std"][0], data.x_train.reshape(-1).std(), rtol=1e-2)  # padding is no data
+
+
 def test_csv_splits_in_time_order_and_rolls_out_over_the_test_part(in_project):
     data = generate("csv")
     series = csv_series().astype(np.float32)
@@ -326,10 +389,30 @@ def test_save_load_round_trip(in_project, kind, tmp_path):
     back = datasets.load(path)
     for name in datasets.ARRAYS:
         a, b = getattr(data, name), getattr(back, name)
-        dtype = np.int64 if name.startswith("starts_") else np.float32
+        dtype = np.int64 if name.startswith(("starts_", "lengths_")) else np.float32
         assert b.dtype == dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
     assert back.meta == data.meta
     assert back.has_rollout == data.has_rollout
+
+
+def test_lengths_survive_the_file(tmp_path):
+    data = generate("memory", length=[5, 12])
+    path = tmp_path / "memory.npz"
+    datasets.save(data, path)
+    back = datasets.load(path)
+    for split in datasets.SPLITS:
+        np.testing.assert_array_equal(back.lengths(split), data.lengths(split))
+        assert back.lengths(split).dtype == np.int64
+
+
+def test_fixed_length_data_stores_no_lengths_and_keeps_its_bytes(tmp_path):
+    """Lengths are stored only where windows differ in length: a fixed-length dataset's file holds exactly the
+    arrays it held before lengths existed (so DVC sees the same bytes), and reads back as full length."""
+    path = tmp_path / "ramp.npz"
+    datasets.save(generate("ramp"), path)
+    with np.load(path) as stored:
+        assert not any(name.startswith(("lengths_", "series_")) for name in stored.files)
+    assert datasets.load(path).lengths("train") is None
 
 
 def test_dataset_file_needs_no_pickle(tmp_path):

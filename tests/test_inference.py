@@ -300,3 +300,32 @@ def test_forget_bias_lands_in_the_keep_gate_rows_and_survives_the_numpy_forward(
 def test_forget_bias_is_a_gated_model_setting():
     with pytest.raises(ValueError, match="applies to LSTM and GRU models"):
         models.set_forget_bias(models.build("rnn", models.Shape(1, 1, 5, 4, 1)), 1.0)
+
+
+# --- windows of different lengths --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("kind", models.MODELS.names())
+def test_numpy_forward_of_a_padded_batch_predicts_each_window_alone(kind, layers):
+    """Right-padded windows with their lengths: each prediction is its window's alone, at its own length (the
+    padding, noise here, is never read); the same as torch's packed or masked forward; and still the exact
+    kernels' rounding, as every prediction is defined."""
+    shape = models.Shape(input_size=2, output_size=2, window=9, hidden=6, layers=layers)
+    torch.manual_seed(0)
+    model = models.build(kind, shape).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    lengths = np.array([9, 4, 1, 6, 9, 2])
+    x = np.random.default_rng(3).normal(size=(6, 9, 2)).astype(np.float32)
+    forward = inference.restore(checkpoint_of(model, kind, shape))
+    together = forward.predict_next(x, lengths)
+    alone = np.concatenate([forward.predict_next(x[i:i + 1, :n]) for i, n in enumerate(lengths)])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(together, forward.predict_exact(x, lengths))
+    with torch.no_grad():
+        expected = model.predict_next(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(together, expected, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(models.NumpyPredictor(model, batch_size=4).predict_next(x, lengths), expected,
+                               rtol=0, atol=1e-6)  # in batches of 4: each batch's lengths go with it
+    assert np.abs(together - forward.predict_next(x)).max() > 1e-2  # the padding would matter: teeth

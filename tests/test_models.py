@@ -226,3 +226,81 @@ def test_unknown_model_kind_in_params_yaml(tmp_path):
     assert "models.mine.kind" in message and "transformer" in message
     for name in NAMES:
         assert name in message
+
+
+# --- windows of different lengths: padded batches -----------------------------------------------------------
+
+LENGTHS = (7, 3, 1, 5, 7, 2)  # real lengths of right-padded windows of T steps
+
+
+def grown(model: nn.Module, factor: float = 2.0) -> nn.Module:
+    """Weights of a trained size, not the tiny initial ones, so that every step and gate matters."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(factor)
+    return model
+
+
+def padded(features: int, lengths=LENGTHS, seed: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows padded with noise, not zeros, past each real length: a prediction that read padding would
+    differ from the window alone."""
+    return sample(features, batch=len(lengths), steps=T, seed=seed), torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("kind", RECURRENT)
+def test_padded_batch_predicts_what_each_sequence_alone_predicts(kind, layers):
+    model = grown(make(kind, 2, 3, layers=layers)).eval()
+    x, lengths = padded(2)
+    with torch.no_grad():
+        together = model.predict_next(x, lengths)
+        alone = torch.cat([model.predict_next(x[i:i + 1, :n]) for i, n in enumerate(LENGTHS)])
+        unaware = model.predict_next(x)
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+    assert (together - unaware).abs().max() > 1e-2  # the padding would change the short rows: the test has teeth
+
+
+def replica_model(stack, replica: int) -> models.SequenceModel:
+    """The single model a replica of a stack is, built from its weights."""
+    model = models.build(stack.kind, stack.shape)
+    model.load_state_dict({name: torch.from_numpy(a) for name, a in stack.state_arrays(replica).items()})
+    return model.eval()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("kind", RECURRENT)
+def test_replica_stack_predicts_each_padded_window_as_its_replica_alone(kind, layers):
+    """Training's network: each replica's rows have their own lengths (their own batch order), so a row's
+    length differs between replicas; every prediction must still be its replica's, from its own window alone."""
+    from pipeline.learning.replicas import ReplicaStack
+
+    stack = grown(ReplicaStack(kind, Shape(2, 3, T, H, layers), [0, 1, 2])).eval()
+    lengths = torch.tensor([[7, 3, 1, 5], [2, 7, 6, 1], [4, 4, 7, 3]])  # (replicas, batch)
+    x = torch.randn(3, 4, T, 2, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        together = stack.predict_next(x, lengths=lengths)
+        some = stack.predict_next(x[[2, 0]], [2, 0], lengths[[2, 0]])  # a subset, out of order (stopped replicas)
+        for r in range(3):
+            model = replica_model(stack, r)
+            alone = torch.cat([model.predict_next(x[r, b:b + 1, :n]) for b, n in enumerate(lengths[r].tolist())])
+            torch.testing.assert_close(together[r], alone, rtol=0, atol=1e-6)
+        unaware = stack.predict_next(x)
+    torch.testing.assert_close(some, together[[2, 0]], rtol=0, atol=1e-6)
+    assert (together - unaware).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("kind", RECURRENT)
+def test_gradients_of_a_padded_batch_reach_every_replica_weight_and_skip_the_padding(kind):
+    """Training on padded windows: every weight gets a gradient, and the padding gets none (it is never read)."""
+    from pipeline.learning.replicas import ReplicaStack
+
+    stack = ReplicaStack(kind, Shape(1, 1, T, H, 2), [0, 1])
+    lengths = torch.tensor([[7, 2, 4], [3, 7, 1]])
+    x = torch.randn(2, 3, T, 1, generator=torch.Generator().manual_seed(8), requires_grad=True)
+    stack.predict_next(x, lengths=lengths).pow(2).sum().backward()
+    for weight, name in zip(stack.weights, stack.names):
+        per_replica = weight.grad.abs().reshape(2, -1).sum(dim=1)
+        assert (per_replica > 0).all(), name
+    for r in range(2):
+        for b, n in enumerate(lengths[r].tolist()):
+            assert x.grad[r, b, n:].abs().sum() == 0 and x.grad[r, b, n - 1].abs().sum() > 0

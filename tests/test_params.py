@@ -138,6 +138,14 @@ def test_memory_lag_at_the_bounds_is_accepted(project, lag):
     assert params_module.load("params.yaml").dataset("memory_short").lag == lag
 
 
+@pytest.mark.parametrize("length, lag", [([4, 12], -4), ([4, 12], 3), ([1, 12], 0), ([12, 12], -12)])
+def test_memory_length_range_is_accepted(project, length, lag):
+    write_params(project, mutated(lambda r: r["data"]["memory_short"].update(length=length, lag=lag)))
+    spec = params_module.load("params.yaml").dataset("memory_short")
+    assert spec.length == tuple(length) and spec.lag == lag
+    assert (spec.shortest, spec.longest) == tuple(length)
+
+
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
 def test_good_device_strings_are_accepted(project, device):
     write_params(project, mutated(lambda r: r.update(device=device)))
@@ -226,6 +234,22 @@ BAD = [
      "params.yaml: data.memory_short.lag must index a sequence of length 12 (-12..11), got 12"),
     ("memory-lag-too-low", lambda r: r["data"]["memory_short"].update(lag=-13),
      "params.yaml: data.memory_short.lag must index a sequence of length 12 (-12..11), got -13"),
+    ("memory-length-too-short", lambda r: r["data"]["memory_short"].update(length=1),
+     "params.yaml: data.memory_short.length must be >= 2, got 1"),
+    ("memory-length-range-reversed", lambda r: r["data"]["memory_short"].update(length=[12, 5]),
+     "params.yaml: data.memory_short.length must be [min, max] with min <= max, got [12, 5]"),
+    ("memory-length-range-from-zero", lambda r: r["data"]["memory_short"].update(length=[0, 5], lag=0),
+     "params.yaml: data.memory_short.length must have min >= 1 in [min, max], got [0, 5]"),
+    ("memory-length-range-of-three", lambda r: r["data"]["memory_short"].update(length=[2, 5, 9]),
+     "params.yaml: data.memory_short.length must be one integer or a range [min, max] of two, got [2, 5, 9]"),
+    ("memory-length-text", lambda r: r["data"]["memory_short"].update(length="long"),
+     "params.yaml: data.memory_short.length must be an integer or a list of them, got 'long'"),
+    ("memory-length-range-of-floats", lambda r: r["data"]["memory_short"].update(length=[2.5, 9]),
+     "params.yaml: data.memory_short.length[0] must be an integer, got 2.5"),
+    ("memory-lag-beyond-the-shortest-end", lambda r: r["data"]["memory_short"].update(length=[4, 12], lag=-5),
+     "params.yaml: data.memory_short.lag must index the shortest sequence (length 4) (-4..3), got -5"),
+    ("memory-lag-beyond-the-shortest-start", lambda r: r["data"]["memory_short"].update(length=[4, 12], lag=4),
+     "params.yaml: data.memory_short.lag must index the shortest sequence (length 4) (-4..3), got 4"),
     ("range-reversed", lambda r: r["data"]["sincos"].update(frequency_range=[2.0, 1.0]),
      "params.yaml: data.sincos.frequency_range must be [low, high] with low <= high, got [2.0, 1.0]"),
     ("horizons-not-a-list", lambda r: r["evaluate"].update(horizons=5),

@@ -745,3 +745,33 @@ def test_a_gru_replica_starts_with_the_update_gate_bias(sine):
     arrays = ReplicaStack("gru", tiny_shape(data), [0, 1], forget_bias=1.5).state_arrays(1)
     assert np.all(arrays["rnn.bias_ih_l0"][hidden:2 * hidden] == 1.5)  # r, z, n: z is the update gate
     assert np.all(arrays["rnn.bias_hh_l0"][hidden:2 * hidden] == 0.0)
+
+
+def test_training_batches_carry_each_windows_own_length(project, monkeypatch):
+    """Padded windows reach the network with their own lengths through each replica's own shuffle, and the
+    validation loss reads them too."""
+    raw = tiny_params()
+    raw["data"]["memory_short"].update(length=[2, 12], lag=-1)
+    write_params(project, raw)
+    loaded = params.load("params.yaml")
+    generate.run(loaded, "memory_short")
+    data = datasets.load(Paths().dataset("memory_short"))
+    train, val = split(data, "train"), split(data, "val")
+    assert len(train) == len(val) == 3 and train[2].dtype == torch.int64
+    length_of = {row.numpy().tobytes(): int(n) for part in (train, val) for row, n in zip(part[0], part[2])}
+    stack = tiny_stack("gru", data, (0, 1))
+    original, batches = stack.predict_next, []
+
+    def recording(x, members=None, lengths=None):
+        got = [int(n) for n in lengths.reshape(-1)]
+        assert got == [length_of[row.numpy().tobytes()] for row in x.reshape(-1, *x.shape[2:])]
+        batches.append(len(got))
+        return original(x, members, lengths)
+
+    monkeypatch.setattr(stack, "predict_next", recording)
+    histories = fitting.fit(stack, train, val, dataclasses.replace(loaded.train, epochs=2, patience=0))
+    assert len(batches) > 4  # training batches and validation passes
+    monkeypatch.undo()
+    for r, history in enumerate(histories):
+        assert fitting.mean_loss(stack, *val[:2], lengths=val[2])[r] == pytest.approx(history.best_val_loss,
+                                                                                     abs=1e-6)

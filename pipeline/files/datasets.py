@@ -5,14 +5,16 @@ can be continued, a *rollout* task: context windows and their true continuation,
 *sequences* the windows were cut from (for the free-running objective, which needs each window's true
 continuation: `sequences_<split>` (S, L, F) and `starts_<split>` (N, 2) = (sequence, offset) of every window
 whose continuation may be used, inside its split's part of the data; a shorter sequence is padded with NaN).
-Arrays are stored in the data's original units; the scaling statistics (from the training inputs only) travel
-with them, so that training and evaluation need no generator params. One `.npz` holds everything, readable
-without pickle.
+Windows of different lengths (a memory dataset with a length range) are right-padded with zeros to the longest,
+and `lengths_<split>` (N,) holds each window's real length (`Dataset.lengths`). Arrays are stored in the data's
+original units; the scaling statistics (from the training inputs' real values only) travel with them, so that
+training and evaluation need no generator params. One `.npz` holds everything, readable without pickle.
 
 Data made of several series (a user's long-format CSV) also says which series every example and every rollout
 origin belongs to (`series_<split>`, `series_rollout`, `rollout_origin`): with `scaling: per_series` each row is
 scaled by its own series' training statistics, and the backtest's scale-free errors divide by its own series'
-naive error. These optional arrays are stored only when present, so other datasets' files are unchanged.
+naive error. These optional arrays, and the lengths, are stored only when present, so that the files of other
+datasets keep their bytes (and DVC retrains nothing for them).
 """
 
 import dataclasses
@@ -30,12 +32,19 @@ FIT_SPLITS = ("train", "val")
 ARRAYS = (tuple(f"{xy}_{s}" for s in SPLITS for xy in "xy") + ("rollout_context", "rollout_target")
           + tuple(f"{a}_{s}" for s in FIT_SPLITS for a in ("sequences", "starts")))
 ROW_SETS = SPLITS + ("rollout",)
-OPTIONAL_ARRAYS = tuple(f"series_{s}" for s in ROW_SETS) + ("rollout_origin",)
+OPTIONAL_ARRAYS = (tuple(f"series_{s}" for s in ROW_SETS) + ("rollout_origin",)
+                   + tuple(f"lengths_{s}" for s in SPLITS))
+
+
+def _none() -> np.ndarray:
+    """An optional array's value where it does not apply: every window full length, a single series."""
+    return np.zeros(0, dtype=np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Arrays are float32: x_* (N, T, F) windows, y_* (N, F_out) targets, rollout_* (M, T|H, F)."""
+    """Arrays are float32: x_* (N, T, F) windows, y_* (N, F_out) targets, rollout_* (M, T|H, F); lengths_*
+    (N,) int64 real lengths of right-padded windows, or (0,) where every window is full length."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -50,11 +59,20 @@ class Dataset:
     sequences_val: np.ndarray
     starts_val: np.ndarray
     meta: dict[str, Any]
-    series_train: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    series_val: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    series_test: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    series_rollout: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    rollout_origin: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    lengths_train: np.ndarray = dataclasses.field(default_factory=_none)
+    lengths_val: np.ndarray = dataclasses.field(default_factory=_none)
+    lengths_test: np.ndarray = dataclasses.field(default_factory=_none)
+    series_train: np.ndarray = dataclasses.field(default_factory=_none)
+    series_val: np.ndarray = dataclasses.field(default_factory=_none)
+    series_test: np.ndarray = dataclasses.field(default_factory=_none)
+    series_rollout: np.ndarray = dataclasses.field(default_factory=_none)
+    rollout_origin: np.ndarray = dataclasses.field(default_factory=_none)
+
+    def lengths(self, split: str) -> np.ndarray | None:
+        """Each window's real length in `split`, or None where every window is full length (fixed-length data),
+        which every predictor reads as "predict from the last step", exactly as before lengths existed."""
+        lengths = getattr(self, f"lengths_{split}")
+        return lengths if len(lengths) else None
 
     @property
     def has_rollout(self) -> bool:
@@ -129,16 +147,21 @@ def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tu
                  rollout: tuple[np.ndarray, np.ndarray] | None, time_step: float = 1.0,
                  time_label: str = "step",
                  sequences: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 lengths: dict[str, np.ndarray] | None = None,
                  series: dict[str, np.ndarray] | None = None, rollout_origin: np.ndarray | None = None,
                  extra_meta: dict[str, Any] | None = None) -> Dataset:
     """Assemble a Dataset, computing the scaling statistics from the training inputs only. `sequences` maps
     "train" and "val" to (sequences, starts) as the module's docstring describes; None for data that cannot
-    be continued (every window's continuation is then unknown). `series` maps each split and "rollout" to the
-    series of its rows, for data made of several series (see the module's docstring)."""
+    be continued (every window's continuation is then unknown). `lengths` maps each split to its windows' real
+    lengths, for windows right-padded to the longest; None for fixed-length data. The statistics then come
+    from the real values only: padding is no data. `series` maps each split and "rollout" to the series of its
+    rows, for data made of several series (see the module's docstring)."""
     x_train = splits["train"][0]
     n_features = x_train.shape[-1]
-    mean = x_train.reshape(-1, n_features).mean(axis=0)
-    std = x_train.reshape(-1, n_features).std(axis=0)
+    real = x_train.reshape(-1, n_features) if lengths is None else x_train[real_steps(lengths["train"],
+                                                                                      x_train.shape[1])]
+    mean = real.mean(axis=0)
+    std = real.std(axis=0)
     std = np.where(std > 1e-12, std, 1.0)  # a constant feature is left unscaled rather than divided by zero
     if rollout is None:
         rollout = (np.zeros((0, x_train.shape[1], n_features)), np.zeros((0, 0, n_features)))
@@ -162,6 +185,9 @@ def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tu
         seqs, starts = (sequences or {}).get(split, (np.zeros((0, 0, n_features)), np.zeros((0, 2))))
         arrays[f"sequences_{split}"] = np.asarray(seqs, dtype=np.float32)
         arrays[f"starts_{split}"] = np.asarray(starts, dtype=np.int64).reshape(-1, 2)
+    for split in SPLITS:
+        if lengths is not None:
+            arrays[f"lengths_{split}"] = np.asarray(lengths[split], dtype=np.int64).reshape(-1)
     meta.update(extra_meta or {})
     for part, rows in (series or {}).items():
         arrays[f"series_{part}"] = np.asarray(rows, dtype=np.int64)
@@ -169,6 +195,11 @@ def make_dataset(name: str, kind: str, features: list[str], splits: dict[str, tu
         arrays["rollout_origin"] = np.asarray(rollout_origin, dtype=np.int64)
     return Dataset(**arrays, rollout_context=np.asarray(rollout[0], dtype=np.float32),
                    rollout_target=np.asarray(rollout[1], dtype=np.float32), meta=meta)
+
+
+def real_steps(lengths: np.ndarray, steps: int) -> np.ndarray:
+    """(N, steps) mask of the real (not padding) steps of right-padded windows with these lengths."""
+    return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
 
 
 def sliding_windows(series: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,8 +2,10 @@
 validation loss, the best weights restored at the end, and divergence recorded as a result, not a crash; all of
 it per replica, with the replicas trained together as one network (replicas.py).
 
-Losses are MSE on the scaled data. This is the only module that trains with torch; the train stage imports it
-only for learned variants.
+Losses are MSE on the scaled data. A split's examples are (x, y), or (x, y, lengths) for right-padded windows of
+different real lengths (`tensors`): the lengths travel with their windows through every shuffle and batch, and
+each prediction comes from its own window's last real step (replicas.ReplicaStack.predict_next). This is the
+only module that trains with torch; the train stage imports it only for learned variants.
 """
 
 import math
@@ -64,12 +66,24 @@ def exploded(loss: float, reference: float) -> bool:
     return not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(reference, 1.0)
 
 
-Predict = Callable[[ReplicaStack, torch.Tensor, list[int]], torch.Tensor]
+# (stack, x, members) -> predictions; one_step also takes the windows' lengths (M, B) as a fourth argument
+Predict = Callable[..., torch.Tensor]
+Examples = tuple[torch.Tensor, ...]  # (x, y) or (x, y, lengths)
 
 
-def one_step(stack: ReplicaStack, x: torch.Tensor, members: list[int]) -> torch.Tensor:
-    """Teacher forcing: (M, B, T, F) true windows -> (M, B, F_out), each prediction from true values."""
-    return stack.predict_next(x, members)
+def one_step(stack: ReplicaStack, x: torch.Tensor, members: list[int],
+             lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher forcing: (M, B, T, F) true windows -> (M, B, F_out), each prediction from true values (from each
+    window's last real step, where `lengths` (M, B) are given)."""
+    if lengths is None:
+        return stack.predict_next(x, members)
+    return stack.predict_next(x, members, lengths)
+
+
+def _unpack(examples: Examples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x, y) or (x, y, lengths) -> (x, y, lengths or None)."""
+    x, y, *rest = examples
+    return x, y, (rest[0] if rest else None)
 
 
 def free_running(steps: int) -> Predict:
@@ -89,13 +103,19 @@ def free_running(steps: int) -> Predict:
 
 @torch.no_grad()
 def mean_loss(stack: ReplicaStack, x: torch.Tensor, y: torch.Tensor, members: list[int] | None = None,
-              batch_size: int = 4096, predict: Predict = one_step) -> list[float]:
-    """Each replica's MSE over (x, y), summed batch by batch: one value per replica in `members` (default all)."""
+              batch_size: int = 4096, predict: Predict = one_step, lengths: torch.Tensor | None = None
+              ) -> list[float]:
+    """Each replica's MSE over (x, y), summed batch by batch: one value per replica in `members` (default all).
+    `lengths` (N,): the windows' real lengths, for right-padded windows."""
     stack.eval()
     members = list(range(stack.replicas)) if members is None else members
     totals = [0.0] * len(members)
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        pred = predict(stack, xb.expand(len(members), *xb.shape), members)
+    length_batches = [None] * len(x.split(batch_size)) if lengths is None else lengths.split(batch_size)
+    for xb, yb, lb in zip(x.split(batch_size), y.split(batch_size), length_batches):
+        if lb is None:
+            pred = predict(stack, xb.expand(len(members), *xb.shape), members)
+        else:
+            pred = predict(stack, xb.expand(len(members), *xb.shape), members, lb.expand(len(members), *lb.shape))
         totals = [t + torch.nn.functional.mse_loss(pred[i], yb, reduction="sum") for i, t in enumerate(totals)]
     return [float(t) / y.numel() for t in totals]
 
@@ -138,11 +158,12 @@ class Phase:
     clip_norm: float
 
 
-def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+def fit(stack: ReplicaStack, train: Examples, val: Examples,
         cfg: TrainParams, progress: Progress | None = None,
         continued: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
         ) -> list[History]:
-    """Train every replica in place and leave each at its best weights (lowest validation loss).
+    """Train every replica in place and leave each at its best weights (lowest validation loss). `train` and
+    `val` are (x, y), or (x, y, lengths) for right-padded windows (see the module's docstring).
 
     Each replica has its own batch order (a generator seeded with its seed), its own gradient clipping, early
     stopping and divergence check, so it trains as it would alone (every cross-replica weight is an exact zero).
@@ -174,17 +195,19 @@ def fit(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor], val: tupl
     return histories
 
 
-def _train_phase(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor],
-                 val: tuple[torch.Tensor, torch.Tensor], phase: Phase, generators: list[torch.Generator],
+def _train_phase(stack: ReplicaStack, train: Examples, val: Examples, phase: Phase, generators: list[torch.Generator],
                  rows: list[list], histories: list[History], progress: Progress | None) -> None:
     """Run one phase for every replica, from the weights they have; leave each at its lowest validation loss
     (epoch 0, the weights it came with, included), recording each epoch in `histories`."""
     replicas = stack.replicas
-    x, y = train
+    x, y, lengths = _unpack(train)
+    x_val, y_val, lengths_val = _unpack(val)
     optimizer = Adam(stack.parameters(), lr=phase.learning_rate(1))
     best = [_snapshot(stack, r) for r in range(replicas)]
-    start_val = mean_loss(stack, *val, predict=phase.predict)  # epoch 0: the starting weights are the first best
-    references = [max(t, v) for t, v in zip(mean_loss(stack, *train, predict=phase.predict), start_val)]
+    # epoch 0: the starting weights are the first best
+    start_val = mean_loss(stack, x_val, y_val, predict=phase.predict, lengths=lengths_val)
+    references = [max(t, v) for t, v in zip(mean_loss(stack, x, y, predict=phase.predict, lengths=lengths),
+                                             start_val)]
     for history, loss in zip(histories, start_val):
         history.best_val_loss = history.start_val_loss = loss
     active, stale = [True] * replicas, [0] * replicas
@@ -208,7 +231,11 @@ def _train_phase(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor],
                 break
             indices = [orders[r][batch].to(x.device) for r in members]
             targets = torch.stack([y[index] for index in indices])
-            pred = phase.predict(stack, torch.stack([x[index] for index in indices]), members)
+            if lengths is None:
+                pred = phase.predict(stack, torch.stack([x[index] for index in indices]), members)
+            else:  # each window keeps its own length through the shuffle
+                pred = phase.predict(stack, torch.stack([x[index] for index in indices]), members,
+                                     torch.stack([lengths[index] for index in indices]))
             loss = torch.stack([torch.nn.functional.mse_loss(pred[i], targets[i]) for i in range(len(members))])
             optimizer.zero_grad()
             finite = torch.isfinite(loss)
@@ -229,7 +256,8 @@ def _train_phase(stack: ReplicaStack, train: tuple[torch.Tensor, torch.Tensor],
         members = [r for r in members if active[r]]
         train_loss = {r: float(torch.stack(batch_losses[r]).sum() / y.numel()) if batch_losses[r] else math.nan
                       for r in members}
-        val_loss = dict(zip(members, mean_loss(stack, *val, members, predict=phase.predict))) if members else {}
+        val_loss = (dict(zip(members, mean_loss(stack, x_val, y_val, members, predict=phase.predict,
+                                                lengths=lengths_val))) if members else {})
         for r in members:
             history = histories[r]
             if exploded(train_loss[r], references[r]) or exploded(val_loss[r], references[r]):
@@ -259,5 +287,8 @@ def continued_tensors(data: datasets.Dataset, steps: int, device: torch.device
                  for split in ("train", "val"))
 
 
-def tensors(data: datasets.Dataset, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return tuple(torch.from_numpy(a).to(device) for a in data.scaled_split(split))
+def tensors(data: datasets.Dataset, split: str, device: torch.device) -> Examples:
+    """A split's examples, scaled: (x, y), and the windows' lengths after them where they differ."""
+    examples = tuple(torch.from_numpy(a).to(device) for a in data.scaled_split(split))
+    lengths = data.lengths(split)
+    return examples if lengths is None else examples + (torch.from_numpy(lengths).to(device),)

@@ -1,7 +1,10 @@
 """Model variants of the reference notebooks, registered by the names used in params.yaml `models:`.
 
 Every variant predicts the next value from a window: `predict_next(x)` maps (B, T, F) to (B, F_out), which is
-all that training, evaluation and rollout use. Recurrent variants also honour the step contract
+all that training, evaluation and rollout use. `predict_next(x, lengths)` does the same for right-padded windows
+of different real lengths (B,): each row's prediction comes from its own last real step, exactly as if it ran
+alone at its length; torch's cells pack the batch (pack_padded_sequence), elman and concat mask it (a row's
+state stays where its sequence ended). Recurrent variants also honour the step contract
 `forward(x, h=None) -> (y, h)` with y (B, T, F_out) the prediction after each step, so a sequence can be
 processed in pieces with its state carried over. The baselines (persistence, linear) are numpy code in
 baselines.py, so that their stages never import torch.
@@ -10,6 +13,7 @@ baselines.py, so that their stages never import torch.
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from pipeline.files.checkpoints import Checkpoint, Shape, corrupt
 from pipeline.registry import Registry
@@ -20,8 +24,13 @@ __all__ = ["MODELS", "SequenceModel", "Shape", "build", "restore", "state_arrays
 class SequenceModel(nn.Module):
     """Base class of the learned variants."""
 
-    def predict_next(self, x: torch.Tensor) -> torch.Tensor:
-        y, _ = self(x)  # (B, T, F_out)
+    def predict_next(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, F) -> (B, F_out); with `lengths` (B,), from each row's last real step. The hand-written cells
+        mask, so their last step's output is the one at each row's end."""
+        if lengths is None:
+            y, _ = self(x)  # (B, T, F_out)
+        else:
+            y, _ = self(x, lengths=lengths)
         return y[:, -1]
 
 
@@ -62,6 +71,29 @@ def _tanh_rnn(x: torch.Tensor, h: torch.Tensor, weights: list[torch.Tensor], lay
     return torch.rnn_tanh(x, h.contiguous(), weights, True, layers, 0.0, training, False, True)
 
 
+def alive_steps(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, steps, 1) mask of the real (not padding) steps of right-padded rows with these lengths (B,)."""
+    return (torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None])[..., None]
+
+
+def masked_tanh_rnn(x: torch.Tensor, h: torch.Tensor, weights: list[torch.Tensor], layers: int,
+                    alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_tanh_rnn` over right-padded rows, one step at a time: where `alive` (B, T, U: U 1 or the state's
+    units) is False, every layer keeps its state, so after a row's last real step its state, and the output
+    read from it, stay what that row alone would end with. Why masking and not packing: the replica network
+    (replicas.py) gives each replica's slice of a row its own length, which a packed batch cannot express."""
+    states = list(h.unbind(0))
+    outputs = []
+    for t in range(x.shape[1]):
+        value, keep = x[:, t], alive[:, t]
+        for layer in range(layers):
+            w_ih, w_hh, b_ih, b_hh = weights[4 * layer:4 * layer + 4]
+            new = torch.tanh(nn.functional.linear(value, w_ih, b_ih) + nn.functional.linear(states[layer], w_hh, b_hh))
+            states[layer] = value = torch.where(keep, new, states[layer])
+        outputs.append(value)
+    return torch.stack(outputs, dim=1), torch.stack(states)
+
+
 @MODELS.register("elman")
 class Elman(SequenceModel):
     """Seed 000's SimpleRNN: h_t = tanh(Wxh x_t + Whh h_{t-1}) (each Linear with its bias), y_t = Why h_t, with a
@@ -76,10 +108,14 @@ class Elman(SequenceModel):
         self.Why = nn.Linear(shape.hidden, shape.output_size)
         self.h0 = nn.Parameter(torch.rand(shape.layers, 1, shape.hidden))  # seed 000: torch.rand([1, hidden])
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.h0.expand(-1, x.shape[0], -1) if h is None else h  # (layers, B, H)
         weights = [w for wxh, whh in zip(self.Wxh, self.Whh) for w in (wxh.weight, whh.weight, wxh.bias, whh.bias)]
-        seq, h = _tanh_rnn(x, h, weights, len(self.Wxh), self.training)
+        if lengths is None:
+            seq, h = _tanh_rnn(x, h, weights, len(self.Wxh), self.training)
+        else:
+            seq, h = masked_tanh_rnn(x, h, weights, len(self.Wxh), alive_steps(lengths, x.shape[1]))
         return self.Why(seq), h
 
 
@@ -97,14 +133,18 @@ class Concat(SequenceModel):
         self.h2o = nn.Linear(shape.hidden, shape.output_size)
         self.register_buffer("no_bias", torch.zeros(shape.hidden), persistent=False)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         if h is None:
             h = x.new_zeros(len(self.i2h), x.shape[0], self.hidden)
         weights = []
         for i2h in self.i2h:
             n_in = i2h.in_features - self.hidden
             weights += [i2h.weight[:, :n_in], i2h.weight[:, n_in:], i2h.bias, self.no_bias]
-        seq, h = _tanh_rnn(x, h, weights, len(self.i2h), self.training)
+        if lengths is None:
+            seq, h = _tanh_rnn(x, h, weights, len(self.i2h), self.training)
+        else:
+            seq, h = masked_tanh_rnn(x, h, weights, len(self.i2h), alive_steps(lengths, x.shape[1]))
         return self.h2o(seq), h
 
 
@@ -121,6 +161,17 @@ class TorchRecurrent(SequenceModel):
     def forward(self, x: torch.Tensor, h=None):
         out, h = self.rnn(x, h)  # out (B, T, H); h (layers, B, H), or a (h, c) pair for an LSTM
         return self.head(out), h
+
+    def predict_next(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """With `lengths`, the batch is packed (seed 003's pack_padded_sequence), so the cell never reads a
+        padding step, and the prediction comes from each row's final state (torch returns it in the rows'
+        original order)."""
+        if lengths is None:
+            return super().predict_next(x)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, h = self.rnn(packed)
+        h = h[0] if isinstance(h, tuple) else h  # an LSTM's (h, c)
+        return self.head(h[-1])
 
 
 for _cell in TorchRecurrent.cells:
@@ -155,6 +206,11 @@ class NumpyPredictor:
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def predict_next(self, x: np.ndarray) -> np.ndarray:
+    def predict_next(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        """(B, T, F) -> (B, F_out); with `lengths` (B,), each row's prediction from its own last real step."""
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-        return torch.cat([self.model.predict_next(xb) for xb in x.split(self.batch_size)]).cpu().numpy()
+        if lengths is None:
+            return torch.cat([self.model.predict_next(xb) for xb in x.split(self.batch_size)]).cpu().numpy()
+        lengths = torch.from_numpy(np.asarray(lengths, dtype=np.int64)).to(self.device)
+        return torch.cat([self.model.predict_next(xb, lb) for xb, lb in
+                          zip(x.split(self.batch_size), lengths.split(self.batch_size))]).cpu().numpy()

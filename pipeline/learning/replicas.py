@@ -13,6 +13,11 @@ then `models.build`), and the weights come back out under the single model's nam
 forward (inference.py) and `models.restore` see ordinary models. With one replica every tensor the kernel sees is
 the single model's own, so `replicas: 1` trains exactly as a single model does (tests/test_training.py checks
 the bits).
+
+Windows of different lengths (right-padded, `predict_next(x, members, lengths)`) give each replica's row its own
+length. elman and concat then mask, side by side: a replica's slice of the state stays where its sequence ended.
+torch's cells are packed (pack_padded_sequence, as nn.RNN/GRU/LSTM take variable lengths), which needs one length
+per row, so each replica runs alone there: the same kernel call a single model makes.
 """
 
 from collections.abc import Sequence
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from pipeline.learning import models
 from pipeline.files.checkpoints import Shape
@@ -33,6 +39,7 @@ GATES = {"elman": 1, "concat": 1, "rnn": 1, "gru": 3, "lstm": 4}
 # 4.8 / 31.0 over 100 (five turns: 24); gru 2.8 / 7.3 over 15 and 16.9 / 43.2 over 100; rnn 1.8 / 3.2 and
 # 5.8 / 14.0 (benchmarks: `make bench`, replicas section).
 LSTM_SIDE_BY_SIDE_STEPS = 32
+MASKED = ("elman", "concat")  # with lengths: masked side by side; the other kinds are packed, one replica at a time
 KERNELS = {"elman": torch.rnn_tanh, "concat": torch.rnn_tanh, "rnn": torch.rnn_tanh, "gru": torch.gru,
            "lstm": torch.lstm}
 
@@ -123,24 +130,33 @@ class ReplicaStack(nn.Module):
                   for i in range(s.layers)]
         return layers, (w["head.weight"], w["head.bias"]), None
 
+    def _groups(self, members: Sequence[int] | None, inputs: int, steps: int, alone: bool = False
+                ) -> list[tuple[slice, slice | list[int]]]:
+        """The replicas in `members` (default: all, in order) cut into the groups that share a kernel call: for
+        each, its rows of the (M, ...) inputs and its replicas (a slice where contiguous). `alone`: one each."""
+        members = list(range(self.replicas)) if members is None else list(members)
+        if len(members) != inputs:
+            raise ValueError(f"{inputs} inputs for {len(members)} replicas")
+        size = 1 if alone else group_size(self.kind, steps, len(members))
+        groups = []
+        for start in range(0, len(members), size):
+            chosen = members[start:start + size]
+            contiguous = chosen == list(range(chosen[0], chosen[-1] + 1))
+            groups.append((slice(start, start + len(chosen)), slice(chosen[0], chosen[-1] + 1) if contiguous
+                           else chosen))
+        return groups
+
     def forward(self, x: torch.Tensor, members: Sequence[int] | None = None) -> torch.Tensor:
         """(M, B, T, F) -> (M, B, T, F_out): every step's prediction, as SequenceModel's forward gives it, for the
         M replicas in `members` (default: all of them, in order). Training passes only the replicas still
         training, so a stopped replica costs nothing: the others no longer carry it through every kernel call."""
-        members = list(range(self.replicas)) if members is None else list(members)
-        if len(members) != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} inputs for {len(members)} replicas")
-        size = group_size(self.kind, x.shape[2], len(members))
-        outputs = []
-        for start in range(0, len(members), size):
-            chosen = members[start:start + size]
-            contiguous = chosen == list(range(chosen[0], chosen[-1] + 1))
-            group = slice(chosen[0], chosen[-1] + 1) if contiguous else chosen
-            outputs.append(self._forward(x[start:start + size], group))
+        outputs = [self._forward(x[rows], group) for rows, group in self._groups(members, x.shape[0], x.shape[2])]
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    def _forward(self, x: torch.Tensor, group: slice | list[int]) -> torch.Tensor:
-        replicas, batch, steps, _ = x.shape
+    def _weights(self, group: slice | list[int], replicas: int, batch: int, like: torch.Tensor
+                 ) -> tuple[list[torch.Tensor], torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The kernel's flat block-diagonal weights, its initial state (layers, B, R*H) and the head's weight
+        and bias, for the replicas in `group`."""
         gates, hidden, n_layers = GATES[self.kind], self.shape.hidden, self.shape.layers
         layers, (head_w, head_b), h0 = self._layers(group)
         flat = []
@@ -148,9 +164,15 @@ class ReplicaStack(nn.Module):
             flat += [block_diagonal(w_ih, gates), block_diagonal(w_hh, gates), gate_major(b_ih, gates),
                      gate_major(b_hh, gates)]
         if h0 is None:
-            h = x.new_zeros(n_layers, batch, replicas * hidden)
+            h = like.new_zeros(n_layers, batch, replicas * hidden)
         else:  # (R, layers, 1, H) -> (layers, B, R*H)
             h = h0.permute(1, 2, 0, 3).expand(n_layers, batch, replicas, hidden).reshape(n_layers, batch, -1)
+        return flat, h, (block_diagonal(head_w, 1), gate_major(head_b, 1))
+
+    def _forward(self, x: torch.Tensor, group: slice | list[int]) -> torch.Tensor:
+        replicas, batch, steps, _ = x.shape
+        n_layers = self.shape.layers
+        flat, h, head = self._weights(group, replicas, batch, x)
         inputs = side_by_side(x)
         if self.kind == "lstm":
             seq = KERNELS["lstm"](inputs, [h, torch.zeros_like(h)], flat, True, n_layers, 0.0, self.training,
@@ -158,8 +180,38 @@ class ReplicaStack(nn.Module):
         else:
             seq = KERNELS[self.kind](inputs, h.contiguous(), flat, True, n_layers, 0.0, self.training, False,
                                      True)[0]
-        out = nn.functional.linear(seq, block_diagonal(head_w, 1), gate_major(head_b, 1))  # (B, T, R*F_out)
+        out = nn.functional.linear(seq, *head)  # (B, T, R*F_out)
         return out.reshape(batch, steps, replicas, -1).permute(2, 0, 1, 3)
 
-    def predict_next(self, x: torch.Tensor, members: Sequence[int] | None = None) -> torch.Tensor:
-        return self(x, members)[:, :, -1]
+    def _masked_last(self, x: torch.Tensor, group: slice | list[int], lengths: torch.Tensor) -> torch.Tensor:
+        """elman/concat over right-padded rows: (M, B, T, F) and lengths (M, B) -> (M, B, F_out), each from its
+        row's last real step; replica r's slice of the state is frozen after its own row's end."""
+        replicas, batch, steps, _ = x.shape
+        flat, h, head = self._weights(group, replicas, batch, x)
+        alive = models.alive_steps(lengths.reshape(-1), steps).reshape(replicas, batch, steps)
+        alive = alive.permute(1, 2, 0).repeat_interleave(self.shape.hidden, dim=2)  # (B, T, R*H)
+        _, h = models.masked_tanh_rnn(side_by_side(x), h, flat, self.shape.layers, alive)
+        out = nn.functional.linear(h[-1], *head)  # (B, R*F_out)
+        return out.reshape(batch, replicas, -1).transpose(0, 1)
+
+    def _packed_last(self, x: torch.Tensor, group: slice | list[int], lengths: torch.Tensor) -> torch.Tensor:
+        """rnn/gru/lstm over right-padded rows, one replica: (1, B, T, F) and lengths (1, B) -> (1, B, F_out), from
+        each row's final state of the packed batch, as nn.RNN/GRU/LSTM compute it."""
+        _, batch, _, _ = x.shape
+        flat, h, head = self._weights(group, 1, batch, x)
+        packed = pack_padded_sequence(x[0], lengths[0].cpu(), batch_first=True, enforce_sorted=False)
+        hx = [h, torch.zeros_like(h)] if self.kind == "lstm" else h  # zeros: the rows' order does not matter
+        final = KERNELS[self.kind](packed.data, packed.batch_sizes, hx, flat, True, self.shape.layers, 0.0,
+                                   self.training, False)[1]  # (layers, B, H), in the packed (sorted) order
+        return nn.functional.linear(final[-1][packed.unsorted_indices], *head)[None]
+
+    def predict_next(self, x: torch.Tensor, members: Sequence[int] | None = None,
+                     lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(M, B, T, F) -> (M, B, F_out); with `lengths` (M, B), from each row's own last real step."""
+        if lengths is None:
+            return self(x, members)[:, :, -1]
+        masked = self.kind in MASKED
+        run = self._masked_last if masked else self._packed_last
+        outputs = [run(x[rows], group, lengths[rows])
+                   for rows, group in self._groups(members, x.shape[0], x.shape[2], alone=not masked)]
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)

@@ -1,0 +1,415 @@
+"""`python -m pipeline sweep -S KEY=V1,V2 ...`: a parameter sweep whose experiments run on a Dask cluster.
+
+DVC runs the experiments of its queue on the local machine only; here each experiment is one Dask job. Results
+travel through the shared remotes only (DVC-FACTS 2h and 6): the git remote carries the base commit and the
+experiment refs, the default DVC remote the outputs and the run-cache. So:
+
+1. checks, before anything starts (one line each): a clean working tree, HEAD on the git remote, a default DVC
+   remote in the committed config (a local one must be an absolute, existing folder), every -S value valid;
+2. wave 0, on the coordinator in a clone of its own: the stages every experiment shares (the `generate` stages,
+   unless the sweep changes `data*`/`datasets`) are reproduced (or restored) and pushed with their run-cache;
+3. one job per setting, on a worker (`run_job`, small and importable): a fresh clone at the base commit,
+   `dvc exp run --pull -n NAME -S ...` with DVC_EXP_AUTO_PUSH, torch threads and cores limited to the job's share;
+   the experiment ref must be on the git remote afterwards. A failed job returns its log; the others go on.
+   Experiments whose ref is already on the remote (same base, same name) are skipped, so a rerun redoes only
+   what failed;
+4. the coordinator pulls the experiments (`dvc exp pull origin NAMES`), prints `dvc exp show` and, per
+   experiment, the noise-aware diff against the base commit as a one-line summary.
+
+Workers never commit and never touch the coordinator's workspace; the coordinator's workspace is not modified
+either (wave 0 runs in a clone), apart from the experiment refs it pulls and the job logs under .dvc/tmp/sweep/.
+This module changes no number, so it is no stage's dependency.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import PipelineError, SweepError
+
+LOG_DIR = Path(".dvc/tmp/sweep")
+TAIL_LINES = 15
+SHARED_STAGES = "generate"                 # what wave 0 reproduces: the dataset files every experiment reads
+DATA_KEYS = ("data", "data_seed", "datasets")  # a sweep that changes these changes the datasets: no wave 0
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    overrides: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- the -S grammar and names (coordinator)
+
+def expand(specs: list[str]) -> list[tuple[str, ...]]:
+    """The cartesian product of the -S comma lists, parsed by DVC's own (Hydra) grammar, as `dvc exp run` does."""
+    from dvc.utils.hydra import get_hydra_sweeps
+
+    if not specs:
+        raise SweepError("nothing to sweep: give at least one -S KEY=V1,V2,...")
+    for spec in specs:
+        if "=" not in spec or not spec.split("=", 1)[0].strip():
+            raise SweepError(f"-S '{spec}' is not KEY=VALUE[,VALUE...]")
+    try:
+        sweeps = get_hydra_sweeps({"params.yaml": list(specs)})
+    except Exception as exc:  # hydra's parser raises several kinds, all about the text given
+        for spec in specs:      # name the -S at fault
+            try:
+                get_hydra_sweeps({"params.yaml": [spec]})
+            except Exception as own:
+                exc = own
+                break
+        else:
+            spec = " -S ".join(specs)
+        raise SweepError(f"-S {spec}: {str(exc).strip().splitlines()[0]}") from None
+    return [tuple(sweep["params.yaml"]) for sweep in sweeps]
+
+
+def _token(text: str) -> str:
+    """Characters that are safe in a git ref and an experiment name."""
+    text = re.sub(r"[^A-Za-z0-9.+_]+", "_", text).strip("._")
+    return re.sub(r"\.{2,}", ".", text)
+
+
+def name_of(overrides: tuple[str, ...], prefix: str = "sweep") -> str:
+    """`sweep-hidden8-lr0.01` for ('model.hidden=8', 'train.lr=0.01'): each key's last part and its value."""
+    parts = [prefix]
+    for override in overrides:
+        key, value = override.split("=", 1)
+        parts.append(_token(key.lstrip("+~").rsplit(".", 1)[-1]) + _token(value))
+    return "-".join(part for part in parts if part)
+
+
+def plan(specs: list[str], prefix: str = "sweep") -> list[Job]:
+    """Every setting with its unique name; a second setting that would get the same name gets a numbered one."""
+    jobs, seen = [], set()
+    for overrides in expand(specs):
+        name = base = name_of(overrides, prefix)
+        number = 2
+        while name in seen:
+            name, number = f"{base}-{number}", number + 1
+        seen.add(name)
+        jobs.append(Job(name, overrides))
+    return jobs
+
+
+def validate(jobs: list[Job], params_path: Path = Path("params.yaml")) -> list[str]:
+    """One line per value that params.yaml does not accept (an unknown key, a bad value), found by applying the
+    overrides with DVC's own writer to a copy and loading it as every stage would: each value alone first (one
+    line per bad value, not per setting), then every whole setting."""
+    from dvc.utils.hydra import apply_overrides
+
+    from pipeline import params as params_module
+
+    def problem(overrides: tuple[str, ...], folder: str) -> str | None:
+        copy = Path(folder) / "params.yaml"
+        shutil.copy(params_path, copy)
+        try:
+            apply_overrides(copy, list(overrides))
+            params_module.load(copy)
+        except PipelineError as exc:
+            return f"-S {' '.join(overrides)}: {exc.message.replace(str(copy), 'params.yaml')}"
+        except Exception as exc:
+            cause = exc.__cause__ or exc.__context__ or exc
+            return f"-S {' '.join(overrides)}: {str(cause).strip().splitlines()[0]}"
+        return None
+
+    with tempfile.TemporaryDirectory() as folder:
+        singles = dict.fromkeys(o for job in jobs for o in job.overrides)
+        problems = [p for p in (problem((o,), folder) for o in singles) if p]
+        if not problems:
+            problems = [p for p in (problem(job.overrides, folder) for job in jobs) if p]
+    return problems
+
+
+def changes_data(jobs: list[Job]) -> bool:
+    keys = {o.split("=", 1)[0].lstrip("+~") for job in jobs for o in job.overrides}
+    return any(key == k or key.startswith(k + ".") for key in keys for k in DATA_KEYS)
+
+
+# ---------------------------------------------------------------- subprocesses
+
+def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This interpreter's bin first on PATH: stages run `python -m pipeline`, which must be this venv's python."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+def _run(args: list[str], cwd: str | Path, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env or tool_env(), capture_output=True, text=True, **kwargs)
+
+
+def _git(cwd: str | Path, *args: str) -> subprocess.CompletedProcess:
+    return _run(["git", *args], cwd)
+
+
+def _dvc(cwd: str | Path, *args: str) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "dvc", *args], cwd)
+
+
+def remote_exp_refs(git_url: str, cwd: str | Path = ".") -> set[str]:
+    """The experiment refs on the git remote, `refs/exps/ab/cdef.../NAME`."""
+    done = _git(cwd, "ls-remote", git_url, "refs/exps/*")
+    return {line.split("\t", 1)[1] for line in done.stdout.splitlines() if "\t" in line}
+
+
+def exp_ref(base: str, name: str) -> str:
+    return f"refs/exps/{base[:2]}/{base[2:]}/{name}"
+
+
+# ---------------------------------------------------------------- checks (coordinator)
+
+def project_dvc_remote(root: Path) -> tuple[str, str]:
+    """(name, URL as written) of the default remote in .dvc/config, the file workers get: config.local and the
+    user's global config stay on this machine. `dvc remote list` would show a relative path made absolute."""
+    from configobj import ConfigObj
+
+    path = root / ".dvc" / "config"
+    if not path.is_file():
+        return "", ""
+    config = ConfigObj(str(path))
+    name = config.get("core", {}).get("remote", "")
+    return name, config.get(f'remote "{name}"', {}).get("url", "") if name else ""
+
+
+def check_workspace(root: Path, git_remote: str) -> tuple[list[str], str, str, str]:
+    """(problems, git remote URL, base commit, DVC remote URL); a problem is one line saying what to do."""
+    problems: list[str] = []
+    inside = _git(root, "rev-parse", "--show-toplevel")
+    if inside.returncode != 0:
+        return [f"{root} is not a git repository: workers clone the project from its git remote"], "", "", ""
+    head = _git(root, "rev-parse", "HEAD").stdout.strip()
+    if not head:
+        return ["the repository has no commit yet: commit the project and push it"], "", "", ""
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=normal").stdout.splitlines()
+    if dirty:
+        problems.append(f"the working tree is not clean ({len(dirty)} changed or untracked path"
+                        f"{'s' if len(dirty) != 1 else ''}, e.g. {dirty[0][3:]}): workers run the committed "
+                        f"project, so commit or stash first")
+    url = _git(root, "remote", "get-url", git_remote).stdout.strip()
+    if not url:
+        problems.append(f"no git remote '{git_remote}': add one all workers can reach "
+                        f"(git remote add {git_remote} URL) and push HEAD to it")
+    else:
+        listed = _git(root, "ls-remote", url)
+        if listed.returncode != 0:
+            problems.append(f"git remote '{git_remote}' ({url}) cannot be read: "
+                            f"{(listed.stderr.strip().splitlines() or ['no answer'])[-1]}")
+        else:
+            shas = {line.split("\t", 1)[0] for line in listed.stdout.splitlines() if "\t" in line}
+            pushed = head in shas or any(
+                _git(root, "merge-base", "--is-ancestor", head, sha).returncode == 0 for sha in shas)
+            if not pushed:
+                problems.append(f"HEAD ({head[:7]}) is not on git remote '{git_remote}': push it first "
+                                f"(experiments hang off that commit and workers clone it)")
+    default, dvc_url = project_dvc_remote(root)
+    if not default:
+        problems.append("no default DVC remote in the committed config: `dvc remote add -d NAME URL` (a path all "
+                        "workers share, or s3://, gs://, ssh://), then commit .dvc/config")
+    elif "://" not in dvc_url:
+        path = Path(dvc_url)
+        if not path.is_absolute():
+            problems.append(f"DVC remote '{default}' is a relative path ({dvc_url}): a worker's clone would "
+                            f"resolve it inside itself; use an absolute path every worker sees")
+        elif not path.is_dir():
+            problems.append(f"DVC remote '{default}' ({dvc_url}) is not an existing folder: create it or "
+                            f"point the remote at a shared path")
+    return problems, url, head, dvc_url
+
+
+# ---------------------------------------------------------------- the jobs (worker side, small on purpose)
+
+def _cores_for(share: int) -> set[int] | None:
+    """The cores this job may use: a worker-specific slice of `share` of this process's cores (a LocalCluster's
+    workers are named 0, 1, ...), so that the forked training jobs of one stage stay inside it."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+    if share <= 0 or share >= len(cores):
+        return None
+    try:
+        from distributed import get_worker
+        index = int(get_worker().name)
+    except Exception:
+        return None
+    start = (index * share) % len(cores)
+    return {cores[(start + i) % len(cores)] for i in range(share)}
+
+
+def run_job(git_url: str, base: str, name: str, overrides: tuple[str, ...], threads: int,
+            workdir: str | None = None) -> dict:
+    """One experiment on this worker: a fresh clone at `base`, `dvc exp run --pull` with auto-push, then check that
+    its ref reached the git remote. Returns {name, ok, log, error}; never raises, so one failure stops nothing."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
+    log: list[str] = []
+    limits = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "DVC_EXP_AUTO_PUSH": "true",
+              "DVC_EXP_GIT_REMOTE": "origin"}
+    env = tool_env(limits)
+    cores = _cores_for(threads)
+
+    def step(*args: str, cwd: Path = folder) -> bool:
+        log.append(f"$ {' '.join(args)}")
+        done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
+        log.append((done.stdout + done.stderr).rstrip())
+        if done.returncode != 0:
+            log.append(f"(exit status {done.returncode})")
+        return done.returncode == 0
+
+    try:
+        clone = folder / "clone"
+        ok = (step("git", "clone", "-q", "--no-checkout", git_url, str(clone))
+              and step("git", "checkout", "-q", "--detach", base, cwd=clone)
+              and step(sys.executable, "-m", "dvc", "exp", "run", "--pull", "-n", name,
+                       *[arg for o in overrides for arg in ("-S", o)], cwd=clone))
+        error = None if ok else "dvc exp run failed" if len(log) > 4 else "could not clone the project"
+        if ok and exp_ref(base, name) not in remote_exp_refs(git_url, clone):
+            ok, error = False, f"the experiment ran but its ref {exp_ref(base, name)} is not on the git remote"
+            log.append(error)
+        return {"name": name, "ok": ok, "log": "\n".join(log), "error": error}
+    except Exception as exc:  # e.g. git missing on the worker
+        log.append(repr(exc))
+        return {"name": name, "ok": False, "log": "\n".join(log), "error": str(exc)}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def prepare_shared(git_url: str, base: str, workdir: str | None = None) -> dict:
+    """Wave 0: reproduce (or restore from the remote's run-cache) the shared stages in a clone, push them and their
+    run-cache, so that no worker computes them. Same return shape as run_job."""
+    folder = Path(tempfile.mkdtemp(prefix="sweep-wave0-", dir=workdir))
+    log: list[str] = []
+    try:
+        clone = folder / "clone"
+        for args, cwd in [(["git", "clone", "-q", "--no-checkout", git_url, str(clone)], folder),
+                          (["git", "checkout", "-q", "--detach", base], clone),
+                          ([sys.executable, "-m", "dvc", "repro", "--pull", SHARED_STAGES], clone),
+                          ([sys.executable, "-m", "dvc", "push", "--run-cache"], clone)]:
+            log.append(f"$ {' '.join(args)}")
+            done = _run(args, cwd)
+            log.append((done.stdout + done.stderr).rstrip())
+            if done.returncode != 0:
+                return {"name": "wave 0", "ok": False, "log": "\n".join(log),
+                        "error": f"{' '.join(args[:4])} failed"}
+        return {"name": "wave 0", "ok": True, "log": "\n".join(log), "error": None}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the coordinator
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join("    " + line for line in text.rstrip().splitlines()[-lines:])
+
+
+def _client(workers: int | None, scheduler: str | None, threads: int):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="5s")
+        except Exception as exc:
+            raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {str(exc).splitlines()[0]}") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    return Client(cluster)
+
+
+def run(specs: list[str], workers: int | None, scheduler: str | None, threads: int | None, git_remote: str,
+        prefix: str, diff: bool, echo=print, root: Path = Path(".")) -> int:
+    """The whole sweep; returns the number of failed jobs. Raises SweepError (nothing started) on bad input."""
+    from pipeline.learning.processes import free_cores
+
+    if workers is not None and scheduler:
+        raise SweepError("give --workers (a cluster on this machine) or --scheduler (an existing one), not both")
+    if workers is not None and workers < 1:
+        raise SweepError(f"--workers must be at least 1, got {workers}")
+    if threads is not None and threads < 1:
+        raise SweepError(f"--threads must be at least 1, got {threads}")
+    problems: list[str] = []
+    try:
+        jobs = plan(specs, prefix)
+    except SweepError as exc:
+        jobs, problems = [], [exc.message]
+    if not (root / "params.yaml").is_file():
+        raise SweepError("params.yaml not found: run from the project root")
+    problems += validate(jobs, root / "params.yaml")
+    checks, git_url, base, _ = check_workspace(root, git_remote)
+    problems += checks
+    if problems:
+        raise SweepError("the sweep cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    if scheduler is None:
+        workers = workers or free_cores()
+        threads = threads or max(1, free_cores() // workers)
+    threads = threads or 1
+
+    done_refs = remote_exp_refs(git_url, root)
+    todo = [job for job in jobs if exp_ref(base, job.name) not in done_refs]
+    for job in jobs:
+        if job not in todo:
+            echo(f"{job.name}: already on the remote, skipped")
+    failed: list[str] = []
+    if todo:
+        client = _client(workers, scheduler, threads)
+        (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
+        try:
+            if not changes_data(todo):
+                echo(f"wave 0: the shared stages ({SHARED_STAGES}) on this machine, pushed with their run-cache")
+                shared = prepare_shared(git_url, base)
+                (root / LOG_DIR / "wave0.log").write_text(shared["log"] + "\n")
+                if not shared["ok"]:
+                    raise SweepError(f"wave 0 failed ({shared['error']}); log: {LOG_DIR / 'wave0.log'}\n"
+                                     f"{tail(shared['log'])}")
+            echo(f"{len(todo)} experiment{'s' if len(todo) != 1 else ''} on "
+                 f"{scheduler or f'{workers} local workers'}, {threads} thread{'s' if threads != 1 else ''} each")
+            from distributed import as_completed
+
+            futures = [client.submit(run_job, git_url, base, job.name, job.overrides, threads, key=f"sweep-{job.name}",
+                                     pure=False) for job in todo]
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except Exception as exc:  # the worker process died (killed, out of memory)
+                    name = future.key.removeprefix("sweep-")
+                    result = {"name": name, "ok": False, "log": repr(exc), "error": f"the worker was lost: {exc}"}
+                log_path = LOG_DIR / f"{result['name']}.log"
+                (root / log_path).write_text(result["log"] + "\n")
+                if result["ok"]:
+                    echo(f"{result['name']}: done (log {log_path})")
+                else:
+                    failed.append(result["name"])
+                    echo(f"{result['name']}: FAILED, {result['error']} (log {log_path}); its last lines:\n"
+                         f"{tail(result['log'])}")
+        finally:
+            client.close()
+            if scheduler is None and client.cluster is not None:
+                client.cluster.close()
+
+    finished = [job.name for job in jobs if job.name not in failed]
+    if finished:
+        pulled = _dvc(root, "exp", "pull", git_remote, *finished)
+        if pulled.returncode != 0:
+            echo(f"dvc exp pull failed:\n{tail(pulled.stdout + pulled.stderr)}")
+        shown = _dvc(root, "exp", "show", "--only-changed", "--md")
+        echo(shown.stdout.rstrip() or shown.stderr.rstrip())
+        if diff:
+            from pipeline import diff as diff_module
+            for name in finished:
+                try:
+                    side_a, pairs_a, side_b, pairs_b = diff_module.read(base, name, root)
+                    echo(f"{name} vs {base[:7]}: {diff_module.summary(diff_module.compare(pairs_a, pairs_b))}")
+                except PipelineError as exc:
+                    echo(f"{name}: no diff ({exc.message})")
+    if failed:
+        echo(f"{len(failed)} of {len(jobs)} failed ({', '.join(failed)}); run the same sweep again to redo only "
+             f"those")
+    return len(failed)
