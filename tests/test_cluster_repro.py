@@ -199,3 +199,16 @@ def test_the_outputs_equal_a_plain_dvc_repro_byte_for_byte(matrix):
     assert "plots/compare/loss/sine.csv" in ours  # `cache: false` outputs came back too
     assert sorted(ours) == sorted(theirs)
     assert [name for name in ours if ours[name] != theirs[name]] == []
+
+
+@pytest.mark.parametrize("workers, scheduler, threads, expected", [
+    (2, "tcp://127.0.0.1:9", None,
+     "give --workers (a cluster on this machine) or --scheduler (an existing one), not both"),
+    (0, None, None, "--workers must be at least 1, got 0"),
+    (2, None, 0, "--threads must be at least 1, got 0"),
+])
+def test_bad_options_are_one_line(tmp_path, workers, scheduler, threads, expected):
+    with pytest.raises(SweepError) as error:
+        cluster_repro.run(workers, scheduler, threads, "origin", root=tmp_path)
+    assert error.value.message == expected
+    assert not (tmp_path / ".dvc").exists()
