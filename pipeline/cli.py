@@ -168,5 +168,25 @@ def sweep(specs: tuple[str, ...], workers: int | None, scheduler: str | None, th
         raise SystemExit(1)
 
 
+@cli.command()
+@click.option("--workers", type=int, default=None,
+              help="Start a Dask LocalCluster of this many worker processes (default: this machine's cores).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Use an existing Dask cluster instead (e.g. tcp://host:8786).")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads (and cores) per stage job (default: cores / workers; 1 with --scheduler).")
+@click.option("--git-remote", default="origin", show_default=True, help="The git remote workers clone.")
+def repro(workers: int | None, scheduler: str | None, threads: int | None, git_remote: str) -> None:
+    """Reproduce the pipeline's stages on a Dask cluster, in dependency waves, one fresh clone per stage.
+
+    Each job runs `dvc repro --pull STAGE` and pushes its outputs and run-cache; then `dvc repro --pull` here
+    restores every output from the run-cache and writes dvc.lock. Exit status 1 if a stage failed; running the
+    same command again restores the finished stages and runs the rest."""
+    from pipeline import cluster_repro
+
+    if cluster_repro.run(workers, scheduler, threads, git_remote, echo=click.echo):
+        raise SystemExit(1)
+
+
 def main() -> None:
     cli(prog_name="python -m pipeline")

@@ -1,0 +1,238 @@
+"""`python -m pipeline repro --workers N | --scheduler ADDRESS`: the stages of one pipeline as jobs on a Dask cluster.
+
+`dvc repro` runs the stages one at a time on one machine. Here the stages of `dvc.yaml` (as DVC resolves them:
+`train@sine-gru`, ...) run in dependency waves computed from DVC's own graph (a stage's wave is one more than its
+deepest upstream stage's), each stage one Dask job:
+
+1. checks, before anything starts (sweep.py's, one line each): a clean working tree, HEAD on the git remote, a
+   default DVC remote in the committed config; the scheduler reachable;
+2. per wave, one job per stage (`run_stage`): a fresh clone at HEAD, `dvc repro --pull STAGE`, which restores its
+   upstream stages from the remote's run-cache (they ran in an earlier wave) and runs the stage itself, then
+   `dvc push --run-cache STAGE` and the push of the stage's `cache: false` outputs (below). A wave starts when the
+   previous one has finished; a failed job stops the waves after its own, and is reported with its log tail;
+3. the coordinator's own `dvc repro --pull` restores every output from the run-cache (nothing runs) and writes
+   `dvc.lock` once: only the coordinator writes it.
+
+`cache: false` outputs (the metrics, the compare CSVs) are not pushed by `dvc push --run-cache` in DVC 3.67: the
+run-cache entry names them and DVC commits them to the job's local cache, but `push` only sends the objects of the
+workspace's cached outputs. Without them a run-cache entry cannot be restored anywhere else, so each downstream job
+and the coordinator re-ran those stages (measured: README "Running on a cluster"). The fix here: the job pushes the
+objects of every output its run-cache entry names (`PUSH_RUN_CACHE_OUTPUTS`), through DVC's own remote API, so a
+restore brings the uncached files back like the cached ones.
+
+A rerun after a failure submits every stage again: the finished ones are restored from the run-cache in seconds and
+the failed one runs. This module changes no number, so it is no stage's dependency.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pipeline.errors import SweepError
+from pipeline.sweep import _client, _cores_for, _dvc, check_workspace, tail, tool_env
+
+LOG_DIR = Path(".dvc/tmp/cluster_repro")
+
+
+class ClusterReproError(SweepError):
+    """A cluster repro that cannot start (unclean or unpushed repository, no DVC remote, no scheduler, a cycle)."""
+
+
+# ---------------------------------------------------------------- waves (pure)
+
+def waves(upstream: dict[str, set[str]]) -> list[list[str]]:
+    """Stages grouped by depth: wave 0 has no upstream stage, a stage's wave is 1 + its deepest upstream's. Upstream
+    names that are not keys (data sources, .dvc files) are ignored. Sorted names within a wave."""
+    depth: dict[str, int] = {}
+
+    def visit(stage: str, path: tuple[str, ...]) -> int:
+        if stage in depth:
+            return depth[stage]
+        if stage in path:
+            cycle = " -> ".join(path[path.index(stage):] + (stage,))
+            raise ClusterReproError(f"the stages depend on each other in a cycle: {cycle}")
+        ups = [u for u in upstream[stage] if u in upstream]
+        depth[stage] = 1 + max((visit(u, path + (stage,)) for u in ups), default=-1)
+        return depth[stage]
+
+    for stage in upstream:
+        visit(stage, ())
+    grouped: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for stage, level in depth.items():
+        grouped[level].append(stage)
+    return [sorted(group) for group in grouped]
+
+
+def stage_graph(root: Path) -> dict[str, set[str]]:
+    """{stage: its upstream stages} for the stages with a command, from DVC's graph of the workspace (edges point
+    from a stage to the stages whose outputs it depends on)."""
+    from dvc.repo import Repo
+
+    def address(stage) -> str:  # as `dvc repro` takes it from the project root: NAME, or sub/dvc.yaml:NAME
+        path = os.path.relpath(stage.path, root.resolve())
+        return stage.name if path == "dvc.yaml" else f"{path}:{stage.name}"
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph
+        runnable = {stage for stage in graph.nodes if getattr(stage, "cmd", None) and getattr(stage, "name", None)}
+        return {address(stage): {address(up) for up in graph.successors(stage) if up in runnable}
+                for stage in runnable}
+
+
+# ---------------------------------------------------------------- the job (worker side)
+
+# Run as `python -c` inside the clone (DVC resolves a stage's paths against the working directory): push the objects
+# of every output that the stage's run-cache entry names, `cache: false` ones included, so that another machine can
+# restore the entry. DVC's `push --run-cache` sends the entry and the workspace's cached outputs only.
+PUSH_RUN_CACHE_OUTPUTS = """
+import sys
+from dvc.repo import Repo
+from dvc.stage.serialize import to_single_stage_lockfile
+with Repo() as repo:
+    (stage,) = repo.stage.collect(sys.argv[1])
+    entry = repo.stage_cache._create_stage(to_single_stage_lockfile(stage), wdir=stage.wdir)
+    count = failed = 0
+    for objs in entry.get_used_objs().values():
+        pushed = repo.cloud.push(objs)
+        count, failed = count + len(pushed.transferred), failed + len(pushed.failed)
+print(f"{count} objects of the run-cache entry's outputs pushed, {failed} failed")
+sys.exit(1 if failed else 0)
+"""
+
+
+def run_stage(git_url: str, base: str, stage: str, threads: int, workdir: str | None = None) -> dict:
+    """One stage on this worker: a fresh clone at `base`, `dvc repro --pull STAGE` (upstream stages restored from the
+    run-cache), then its outputs and run-cache pushed. Returns {stage, ok, ran, log, error}; never raises."""
+    folder = Path(tempfile.mkdtemp(prefix="repro-", dir=workdir))
+    log: list[str] = []
+    env = tool_env({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    cores = _cores_for(threads)
+
+    def step(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        log.append(f"$ {' '.join(args)}")
+        done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
+        log.append((done.stdout + done.stderr).rstrip())
+        if done.returncode != 0:
+            log.append(f"(exit status {done.returncode})")
+        return done
+
+    result = {"stage": stage, "ok": False, "ran": [], "log": "", "error": None}
+    try:
+        clone = folder / "clone"
+        dvc = (sys.executable, "-m", "dvc")
+        if (step("git", "clone", "-q", "--no-checkout", git_url, str(clone), cwd=folder).returncode != 0
+                or step("git", "checkout", "-q", "--detach", base, cwd=clone).returncode != 0):
+            result["error"] = "could not clone the project"
+            return result
+        repro = step(*dvc, "repro", "--pull", stage, cwd=clone)
+        result["ran"] = re.findall(r"Running stage '([^']+)'", repro.stdout + repro.stderr)
+        if repro.returncode != 0:
+            result["error"] = "dvc repro failed"
+            return result
+        if step(*dvc, "push", "--run-cache", stage, cwd=clone).returncode != 0:
+            result["error"] = "dvc push --run-cache failed"
+            return result
+        if step(sys.executable, "-c", PUSH_RUN_CACHE_OUTPUTS, stage, cwd=clone).returncode != 0:
+            result["error"] = "pushing the outputs of its run-cache entry failed"
+            return result
+        result["ok"] = True
+        return result
+    except Exception as exc:  # git missing, a remote that refuses the objects
+        log.append(repr(exc))
+        result["error"] = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        return result
+    finally:
+        result["log"] = "\n".join(log)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the coordinator
+
+def _log_name(stage: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+@_-]+", "_", stage) + ".log"
+
+
+def run(workers: int | None, scheduler: str | None, threads: int | None, git_remote: str, echo=print,
+        root: Path = Path(".")) -> int:
+    """The whole pipeline on the cluster; returns the number of failed jobs. Raises ClusterReproError (nothing
+    started) on bad input."""
+    from pipeline.learning.processes import free_cores
+
+    if workers is not None and scheduler:
+        raise ClusterReproError("give --workers (a cluster on this machine) or --scheduler (an existing one), "
+                                "not both")
+    if workers is not None and workers < 1:
+        raise ClusterReproError(f"--workers must be at least 1, got {workers}")
+    if threads is not None and threads < 1:
+        raise ClusterReproError(f"--threads must be at least 1, got {threads}")
+    if not (root / "dvc.yaml").is_file():
+        raise ClusterReproError("dvc.yaml not found: run from the project root")
+    problems, git_url, base, _ = check_workspace(root, git_remote)
+    if problems:
+        raise ClusterReproError("the repro cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
+    plan = waves(stage_graph(root))
+
+    if scheduler is None:
+        workers = workers or free_cores()
+        threads = threads or max(1, free_cores() // workers)
+    threads = threads or 1
+    try:
+        client = _client(workers, scheduler, threads)
+    except SweepError as exc:
+        raise ClusterReproError(exc.message) from None
+    from distributed import as_completed
+
+    (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    count = sum(len(wave) for wave in plan)
+    echo(f"{count} stage{'s' if count != 1 else ''} in {len(plan)} wave{'s' if len(plan) != 1 else ''} on "
+         f"{scheduler or f'{workers} local workers'}, {threads} thread{'s' if threads != 1 else ''} each")
+    try:
+        for number, wave in enumerate(plan):
+            echo(f"wave {number}: {', '.join(wave)}")
+            futures = {client.submit(run_stage, git_url, base, stage, threads, key=f"repro-{stage}", pure=False):
+                       stage for stage in wave}
+            for future in as_completed(futures):
+                stage = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # the worker process died (killed, out of memory)
+                    result = {"stage": stage, "ok": False, "ran": [], "log": repr(exc),
+                              "error": f"the worker was lost: {exc}"}
+                log_path = LOG_DIR / _log_name(stage)
+                (root / log_path).write_text(result["log"] + "\n")
+                if not result["ok"]:
+                    failed.append(stage)
+                    echo(f"{stage}: FAILED, {result['error']} (log {log_path}); its last lines:\n"
+                         f"{tail(result['log'])}")
+                    continue
+                how = "ran" if stage in result["ran"] else "restored from the run-cache"
+                again = [s for s in result["ran"] if s != stage]
+                echo(f"{stage}: {how}" + (f"; upstream stages that ran again: {', '.join(again)}" if again else "")
+                     + f" (log {log_path})")
+            if failed:
+                later = sum(len(w) for w in plan[number + 1:])
+                echo(f"{len(failed)} of {count} stages failed ({', '.join(failed)}); {later} later stage"
+                     f"{'s' if later != 1 else ''} not started. Run the same command again: finished stages are "
+                     f"restored from the run-cache, the failed ones run")
+                return len(failed)
+    finally:
+        client.close()
+        if scheduler is None and client.cluster is not None:
+            client.cluster.close()
+
+    echo("coordinator: dvc repro --pull (restores every output from the run-cache, writes dvc.lock)")
+    final = _dvc(root, "repro", "--pull")
+    output = final.stdout + final.stderr
+    (root / LOG_DIR / "coordinator.log").write_text(output)
+    if final.returncode != 0:
+        echo(f"the coordinator's dvc repro --pull FAILED (log {LOG_DIR / 'coordinator.log'}):\n{tail(output)}")
+        return 1
+    ran = re.findall(r"Running stage '([^']+)'", output)
+    echo(f"coordinator: {'ran ' + ', '.join(ran) if ran else 'ran no stage'}; dvc.lock written")
+    return 0
