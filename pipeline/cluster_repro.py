@@ -27,13 +27,12 @@ the failed one runs. This module changes no number, so it is no stage's dependen
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from pipeline.errors import SweepError
-from pipeline.sweep import _client, _cores_for, _dvc, check_workspace, tail, tool_env
+from pipeline.sweep import _client, _cores_for, _dvc, check_workspace, logged_runner, tail, tool_env
 
 LOG_DIR = Path(".dvc/tmp/cluster_repro")
 
@@ -112,14 +111,7 @@ def run_stage(git_url: str, base: str, stage: str, threads: int, workdir: str | 
     env = tool_env({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     cores = _cores_for(threads)
 
-    def step(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        log.append(f"$ {' '.join(args)}")
-        done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
-                              preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
-        log.append((done.stdout + done.stderr).rstrip())
-        if done.returncode != 0:
-            log.append(f"(exit status {done.returncode})")
-        return done
+    step = logged_runner(log, env, cores)
 
     result = {"stage": stage, "ok": False, "ran": [], "log": "", "error": None}
     try:

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,6 +227,22 @@ def check_workspace(root: Path, git_remote: str) -> tuple[list[str], str, str, s
 
 # ---------------------------------------------------------------- the jobs (worker side, small on purpose)
 
+def logged_runner(log: list[str], env: dict[str, str], cores: set[int] | None
+                  ) -> Callable[..., subprocess.CompletedProcess]:
+    """A job's way of running a command: pinned to its cores, with the command, its output and a failing exit
+    status appended to `log` (the log a failed job is reported with)."""
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        log.append(f"$ {' '.join(args)}")
+        done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
+        log.append((done.stdout + done.stderr).rstrip())
+        if done.returncode != 0:
+            log.append(f"(exit status {done.returncode})")
+        return done
+
+    return run
+
+
 def _cores_for(share: int) -> set[int] | None:
     """The cores this job may use: a worker-specific slice of `share` of this process's cores (a LocalCluster's
     workers are named 0, 1, ...), so that the forked training jobs of one stage stay inside it."""
@@ -255,14 +272,10 @@ def run_job(git_url: str, base: str, name: str, overrides: tuple[str, ...], thre
     env = tool_env(limits)
     cores = _cores_for(threads)
 
+    run = logged_runner(log, env, cores)
+
     def step(*args: str, cwd: Path = folder) -> bool:
-        log.append(f"$ {' '.join(args)}")
-        done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
-                              preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
-        log.append((done.stdout + done.stderr).rstrip())
-        if done.returncode != 0:
-            log.append(f"(exit status {done.returncode})")
-        return done.returncode == 0
+        return run(*args, cwd=cwd).returncode == 0
 
     try:
         clone = folder / "clone"
