@@ -122,6 +122,10 @@ def check(params_path: str) -> None:
 
     Every stage validates the whole file too, but by then DVC has already deleted that stage's old outputs."""
     params = _load(params_path)
+    if params.device not in ("auto", "cpu"):  # an absent device fails the first train stage, after DVC deleted
+        from pipeline.learning.runtime import resolve_device  # its outputs: say it here (torch only for this)
+
+        resolve_device(params.device)
     pairs = sum(len(params.models_on(ds)) for ds in params.datasets)
     click.echo(f"{params_path}: OK ({len(params.datasets)} datasets, {len(params.models)} models, "
                f"{pairs} pairs, device {params.device})")

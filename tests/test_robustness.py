@@ -99,6 +99,18 @@ def test_check_reports_the_same_line_before_any_stage_runs(trained, case):
     assert snapshot(trained) == before
 
 
+def test_check_names_a_device_this_machine_lacks(trained):
+    """`check` (before `dvc repro` in `make repro`) stops on an absent device, not the first train stage."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    raw = tiny_params()
+    raw["device"] = "cuda"
+    write_params(trained, raw)
+    assert assert_one_line_error(invoke("check")) == ("Error: params.yaml: device is 'cuda' but CUDA is not available "
+                                                      "on this machine; set device: auto or device: cpu")
+
+
 def test_check_accepts_good_params(project):
     result = invoke("check")
     assert result.exit_code == 0, result.output
