@@ -1,7 +1,7 @@
 """Issue 7's benchmark: every figure it asks for, measured side by side in one run, checked against its target.
 
     python -m benchmarks.run [--quick] [--repeats N] [--seeds 0,1,2]
-                             [--only notebooks,kernels,rollout,objective,pipeline,replicas,sweeps]
+                             [--only notebooks,kernels,rollout,objective,pipeline,replicas,sweeps,cluster]
                              [--output benchmarks/results.json]
 
 One process measures everything on the same machine in the same minutes, because timings taken on different days
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import cluster_bench as cb
 from benchmarks import kernels, notebooks
 from benchmarks import objective_bench as ob
 from benchmarks import pipeline_bench as pb
@@ -37,7 +38,7 @@ from pipeline.files import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
-SECTIONS = ("notebooks", "kernels", "rollout", "objective", "pipeline", "replicas", "sweeps")
+SECTIONS = ("notebooks", "kernels", "rollout", "objective", "pipeline", "replicas", "sweeps", "cluster")
 FULL_REPRO_LIMIT = 600.0  # issue 14: the whole default `dvc repro` under 10 minutes on the 2-core CI machine
 CELLS = ("elman", "concat")  # our hand-written cells, each timed against kernels.TORCH_RNN
 # "Same numbers" for the rollout: the evaluate stage runs the numpy forward (pipeline/inference.py) and the
@@ -59,6 +60,9 @@ QUICK_SWEEP = {"datasets": ["sine"], "models": ["persistence"], "epochs": 2,
                "sizes": {"sine": {"train_until": 20.0, "extrapolate_until": 30.0}}}
 SWEEP_EXPERIMENTS, QUICK_SWEEP_EXPERIMENTS = 4, 2
 REPLICAS = 5  # issue 13's targets compare 5 replicas with 1
+# Issue 16: the Dask sweep uses the queued sweep's profile and size, so the two ways of sweeping compare; its
+# target is the queued sweep's (2 workers >= 1.7 times the throughput of 1).
+SWEEP_SPEEDUP = 1.7
 
 
 STARTED = time.perf_counter()
@@ -183,6 +187,35 @@ def measure_sweeps(source: Path, workdir: Path, quick: bool) -> dict:
             "ratio": by_jobs[2]["experiments_per_minute"] / by_jobs[1]["experiments_per_minute"]}
 
 
+def measure_cluster(source: Path, workdir: Path, quick: bool, measured: Mapping) -> dict:
+    """Issue 16: the same Dask sweep on 1 worker and on 2 (each in its own clone and remotes, so both compute
+    everything), and the default pipeline (QUICK_REPRO's in quick mode) through `pipeline repro --workers 2`
+    against a plain `dvc repro` of the same params (the pipeline section's, when it ran in this process)."""
+    spec, n = (QUICK_SWEEP, QUICK_SWEEP_EXPERIMENTS) if quick else (SWEEP, SWEEP_EXPERIMENTS)
+    base = pb.head_params(source)
+    sweep_profile = pb.profile(base, spec["datasets"], spec["models"], spec["epochs"], spec.get("sizes"))
+    values = [int(sweep_profile["model"]["hidden"]) + i for i in range(1, n + 1)]  # not the baseline's: all train
+    by_workers = {}
+    for workers in (1, 2):
+        log(f"  cluster: a {n}-experiment sweep on {workers} Dask worker{'s' if workers > 1 else ''}")
+        by_workers[workers] = cb.sweep(source, Path(workdir) / f"cluster-sweep-{workers}", workers, values,
+                                       sweep_profile)
+    one, two = by_workers[1], by_workers[2]
+    repro_profile = quick_profile(base) if quick else None
+    log("  cluster: the pipeline through `pipeline repro --workers 2`")
+    spread = cb.matrix(source, Path(workdir) / "cluster-matrix", 2, repro_profile)
+    if "pipeline" in measured:
+        plain = measured["pipeline"]["full_repro"]
+    else:
+        log("  cluster: the same pipeline through a plain dvc repro")
+        plain = pb.full_repro(source, Path(workdir) / "cluster-plain", repro_profile)
+    return {"sweep": {"experiments": n, "profile": spec, "one": one, "two": two,
+                      "ratio": two["experiments_per_minute"] / one["experiments_per_minute"],
+                      "fanout_ratio": one["fanout_seconds"] / two["fanout_seconds"]},
+            "matrix": {**spread, "plain_seconds": plain["seconds"], "plain_stages": plain["stages"],
+                       "ratio": plain["seconds"] / spread["seconds"]}}
+
+
 def collect(sections: list[str], quick: bool, repeats: int, seeds: list[int], workdir: Path,
             source: Path = ROOT) -> dict:
     """Run the chosen sections in order, in-process ones first; section name -> its measurements."""
@@ -198,6 +231,7 @@ def collect(sections: list[str], quick: bool, repeats: int, seeds: list[int], wo
         "pipeline": lambda: measure_pipeline(source, workdir, quick, repeats),
         "replicas": lambda: measure_replicas(source, workdir, quick, repeats, measured),
         "sweeps": lambda: measure_sweeps(source, workdir, quick),
+        "cluster": lambda: measure_cluster(source, workdir, quick, measured),
     }
     for section in SECTIONS:
         if section in sections:
@@ -293,6 +327,15 @@ def targets(measured: Mapping[str, Mapping]) -> list[dict]:
         rows.append(row("sweeps", "queued sweep throughput, -j 2 / -j 1", sw["ratio"], ">=", 1.7,
                         f"{sw['j2']['experiments_per_minute']:.3g} vs {sw['j1']['experiments_per_minute']:.3g} "
                         f"experiments/min"))
+    if "cluster" in measured:
+        sw, mx = measured["cluster"]["sweep"], measured["cluster"]["matrix"]
+        rows.append(row("cluster", f"Dask sweep throughput, 2 workers / 1 ({sw['experiments']} experiments)",
+                        sw["ratio"], ">=", SWEEP_SPEEDUP,
+                        f"{sw['two']['experiments_per_minute']:.3g} vs {sw['one']['experiments_per_minute']:.3g} "
+                        f"experiments/min; the fan-out alone {sw['fanout_ratio']:.3g}x"))
+        rows.append(row("cluster", "pipeline speed-up, plain dvc repro / pipeline repro --workers 2", mx["ratio"],
+                        ">=", 1.0, f"{mx['plain_seconds']:.0f} s vs {mx['seconds']:.0f} s ({mx['waves_seconds']:.0f}"
+                        f" s of {mx['waves']} waves, {mx['coordinator_seconds']:.0f} s coordinator)"))
     return rows
 
 
@@ -355,7 +398,7 @@ def format_report(results: Mapping) -> str:
     parts.append(f"{env['cpu']}, {env['cores']} cores; python {env['python']}, torch {env['torch']}, "
                  f"dvc {env['dvc']}; commit {(env['commit'] or '?')[:10]}{' (dirty)' if env['dirty'] else ''}; "
                  f"{env['date']}{'; QUICK mode' if results['quick'] else ''}")
-    if env["dirty"] and {"pipeline", "sweeps"} & set(results["measurements"]):
+    if env["dirty"] and {"pipeline", "sweeps", "replicas", "cluster"} & set(results["measurements"]):
         parts[-1] += ("\nNote: uncommitted changes. The pipeline and sweep figures are of the commit (they run in "
                       "clones of HEAD); the in-process sections ran the working tree.")
     measured = results["measurements"]

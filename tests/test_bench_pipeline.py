@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import cluster_bench as cb
 from benchmarks import kernels
 from benchmarks import pipeline_bench as pb
 from benchmarks import run as bench
@@ -62,6 +63,10 @@ def synthetic() -> dict:
                                                           "sine/lstm": {"one": 3.0, "many": 7.6, "ratio": 7.6 / 3}}}},
         "sweeps": {"experiments": 4, "j1": {"experiments_per_minute": 2.0}, "j2": {"experiments_per_minute": 3.0},
                    "ratio": math.nan},
+        "cluster": {"sweep": {"experiments": 4, "ratio": 1.7, "fanout_ratio": 1.9,
+                              "one": {"experiments_per_minute": 1.0}, "two": {"experiments_per_minute": 1.7}},
+                    "matrix": {"ratio": 0.99, "plain_seconds": 99.0, "seconds": 100.0, "waves": 5,
+                               "waves_seconds": 90.0, "coordinator_seconds": 10.0}},
     }
 
 
@@ -87,6 +92,7 @@ def test_targets_pass_and_fail_on_both_sides_of_each_limit():
         "train stage sine/gru, 5 replicas / 1",  # on the limit
         "full dvc repro of the default params, seconds",  # 600 s: on the limit
         "free-running epoch, 10 steps / teacher-forced epoch, sine/rnn",  # on the limit
+        "Dask sweep throughput, 2 workers / 1 (4 experiments)",  # on the limit
     }
     assert failed == {
         "test MSE worse (gru), pipeline / notebook",  # 0.51 > 0.5
@@ -99,6 +105,7 @@ def test_targets_pass_and_fail_on_both_sides_of_each_limit():
         "free-running epoch, 10 steps / teacher-forced epoch, sine/gru",  # 10.5 > 10
         "queued sweep throughput, -j 2 / -j 1",  # NaN never passes
         "train stage sine/lstm, 5 replicas / 1",  # 2.53 > 2.5
+        "pipeline speed-up, plain dvc repro / pipeline repro --workers 2",  # 0.99 < 1
     }
     assert rows["training time, pipeline / notebook loops (summed)"]["measured"] == pytest.approx(1 / 6)
     assert rows["test MSE worse (gru), pipeline / notebook"]["measured"] == pytest.approx(0.51 / 0.5)
@@ -121,7 +128,7 @@ def test_results_json_and_table():
     assert set(results["measurements"]) == set(bench.SECTIONS)
     assert results["summary"] == {"passed": sum(r["passed"] for r in results["targets"]),
                                   "failed": sum(not r["passed"] for r in results["targets"])}
-    assert results["summary"]["failed"] == 10
+    assert results["summary"]["failed"] == 11
     assert all(set(r) == {"section", "target", "measured", "op", "limit", "passed", "detail"}
                for r in results["targets"])
 
@@ -207,6 +214,34 @@ def test_queue_status_is_parsed():
                       "inane-rand": "Queued"}
     assert pb.unfinished(states, ["vogie-abac"]) == {}
     assert pb.unfinished(states, ["vogie-abac", "biped-snib", "gone"]) == {"biped-snib": "Failed", "gone": None}
+
+
+# --- the cluster benchmark's reading of its commands' output ----------------------------------------------------
+
+def test_a_sweep_is_split_into_its_fan_out_and_the_fixed_part():
+    lines = [(0.5, "wave 0: the shared stages (generate) on this machine, pushed with their run-cache"),
+             (4.0, "2 experiments on 2 local workers, 1 thread each"), (30.0, "sweep-hidden7: done (log x)"),
+             (34.0, "sweep-hidden8: done (log y)"), (40.0, "| Experiment | ... |")]
+    figures = cb.sweep_figures(41.0, lines, ["sweep-hidden7", "sweep-hidden8"])
+    assert figures == {"experiments": 2, "threads": 1, "seconds": 41.0, "fanout_seconds": 30.0,
+                       "fixed_seconds": 11.0, "experiments_per_minute": 60 * 2 / 41.0,
+                       "fanout_experiments_per_minute": 4.0}
+    failed = lines[:2] + [(30.0, "sweep-hidden7: FAILED, dvc exp run failed (log x); its last lines:")] + lines[3:]
+    with pytest.raises(RuntimeError, match=r"missing: \['sweep-hidden7'\]"):
+        cb.sweep_figures(41.0, failed, ["sweep-hidden7", "sweep-hidden8"])
+    with pytest.raises(RuntimeError, match="never fanned out"):
+        cb.sweep_figures(41.0, lines[:1] + lines[2:], ["sweep-hidden7"])
+
+
+def test_a_matrix_repro_counts_only_when_its_coordinator_ran_nothing():
+    lines = [(0.2, "6 stages in 4 waves on 2 local workers, 1 thread each"), (0.3, "wave 1: generate@sine"),
+             (50.0, "coordinator: dvc repro --pull (restores every output from the run-cache, writes dvc.lock)"),
+             (58.0, "coordinator: ran no stage; dvc.lock written")]
+    assert cb.matrix_figures(60.0, lines) == {"stages": 6, "waves": 4, "threads": 1, "seconds": 60.0,
+                                              "waves_seconds": 50.0, "coordinator_seconds": 10.0}
+    retrained = lines[:3] + [(58.0, "coordinator: ran train@sine-gru; dvc.lock written")]
+    with pytest.raises(RuntimeError, match="ran no stage"):
+        cb.matrix_figures(60.0, retrained)
 
 
 # --- through the real dvc CLI --------------------------------------------------------------------------------

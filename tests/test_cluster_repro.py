@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks import cluster_bench
 from conftest import tiny_params
 from pipeline import cluster_repro
 from pipeline.errors import SweepError
@@ -175,6 +176,8 @@ def test_every_stage_ran_once_on_a_worker_and_the_coordinator_ran_none(matrix):
         assert f"{stage}: ran (log" in out  # no upstream stage ran again in its job
     assert "upstream stages that ran again" not in out
     assert "coordinator: ran no stage; dvc.lock written" in out
+    figures = cluster_bench.matrix_figures(99.0, list(enumerate(out.splitlines())))  # what the benchmark times
+    assert (figures["stages"], figures["waves"], figures["threads"]) == (6, 4, 1)
     worker_stages = [stage for cwd, stage in stages]
     assert sorted(worker_stages) == sorted(STAGES + ["train sine gru"])  # the killed one, then its rerun
     assert all(cwd != str(repo) for cwd, _ in stages)  # nothing ran in the coordinator's workspace

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks import cluster_bench
 from conftest import ROOT, tiny_params
 from pipeline import sweep
 from pipeline.errors import SweepError
@@ -230,6 +231,8 @@ def test_the_rerun_does_only_what_failed_and_every_experiment_ran_once(swept):
     for name in NAMES[:3]:
         assert f"{name}: already on the remote, skipped" in out
     assert "1 experiment on 2 local workers" in out and "sweep-hidden6-lr0.02: done" in out
+    # the benchmark (benchmarks/cluster_bench.py) times sweeps by these lines
+    assert cluster_bench.sweep_figures(9.0, list(enumerate(out.splitlines())), ["sweep-hidden6-lr0.02"])["threads"] == 1
     trained = [line.split()[0] for line in stages if line.endswith("train sine gru")]
     assert sorted(trained) == ["5-0.01", "5-0.02", "6-0.01", "6-0.02", "6-0.02"]  # the killed one, then its rerun
     assert sum("generate" in line for line in stages) == 1  # the rerun's wave 0 restored it from the run-cache
