@@ -98,6 +98,33 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_starts(tmp_path):
     assert not list((tmp_path / "storage").iterdir())  # nothing pushed
 
 
+def test_a_worker_that_dies_is_reported_as_lost_and_the_later_waves_wait(tmp_path, monkeypatch):
+    """A worker process that dies (out of memory, killed by a batch system) fails its stage, not the command.
+    The job is a function built here, so Dask ships it by value and the worker runs it instead of run_stage;
+    allowed-failures 0 stops Dask from retrying it on a restarted worker."""
+    import dask
+    import distributed  # noqa: F401  (its defaults must be in dask's config before the set below, which
+    # would otherwise remove them on exit)
+
+    repo = make_repo(tmp_path, matrix_params())
+
+    def dies_on_generate(git_url, base, stage, threads, workdir=None):
+        if stage.startswith("generate"):
+            os._exit(9)
+        return {"stage": stage, "ok": True, "ran": [stage], "log": "", "error": None}
+
+    monkeypatch.setattr(cluster_repro, "run_stage", dies_on_generate)
+    lines = []
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        failed = cluster_repro.run(2, None, None, "origin", echo=lines.append, root=repo)
+    out = "\n".join(lines)
+    assert failed == 1, out
+    assert "generate@sine: FAILED, the worker was lost" in out
+    assert "1 of 6 stages failed (generate@sine); 5 later stages not started" in out
+    assert "wave 1" not in out and "coordinator" not in out and not (repo / "dvc.lock").exists()
+    assert "KilledWorker" in (repo / cluster_repro.LOG_DIR / "generate@sine.log").read_text()
+
+
 # ---------------------------------------------------------------- slow: the tiny pipeline on 2 local workers
 
 HOOK = r'''

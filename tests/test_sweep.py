@@ -180,6 +180,33 @@ SPECS = ["-S", "model.hidden=5,6", "-S", "train.lr=0.01,0.02"]
 NAMES = ["sweep-hidden5-lr0.01", "sweep-hidden5-lr0.02", "sweep-hidden6-lr0.01", "sweep-hidden6-lr0.02"]
 
 
+def test_a_worker_that_dies_is_reported_as_lost_and_the_others_go_on(tmp_path, monkeypatch):
+    """A worker process that dies fails its experiment only. The jobs are functions built here, which Dask ships
+    by value; allowed-failures 0 stops Dask from retrying the lost one on a restarted worker."""
+    import dask
+    import distributed  # noqa: F401  (its defaults must be in dask's config before the set below, which
+    # would otherwise remove them on exit)
+
+    repo = make_repo(tmp_path, sweep_params())
+
+    def finishes_but_hidden_6_dies(git_url, base, name, overrides, threads, workdir=None):
+        if "model.hidden=6" in overrides:
+            os._exit(9)
+        return {"name": name, "ok": True, "log": "ran", "error": None}
+
+    monkeypatch.setattr(sweep, "prepare_shared", lambda git_url, base: {"ok": True, "log": "wave 0", "error": None})
+    monkeypatch.setattr(sweep, "run_job", finishes_but_hidden_6_dies)
+    lines = []
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        failed = sweep.run(["model.hidden=5,6"], 2, None, None, "origin", "sweep", False, echo=lines.append,
+                           root=repo)
+    out = "\n".join(lines)
+    assert failed == 1, out
+    assert "sweep-hidden5: done" in out and "sweep-hidden6: FAILED, the worker was lost" in out
+    assert "1 of 2 failed (sweep-hidden6); run the same sweep again" in out
+    assert "KilledWorker" in (repo / ".dvc/tmp/sweep/sweep-hidden6.log").read_text()
+
+
 def sweep_params() -> dict:
     raw = tiny_params()
     raw["datasets"] = ["sine"]
