@@ -331,7 +331,9 @@ def _client(workers: int | None, scheduler: str | None, threads: int):
             return Client(scheduler, timeout="5s")
         except Exception as exc:
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {str(exc).splitlines()[0]}") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    # The scheduler serves HTTP even without a dashboard, on 8787 unless told otherwise: port 0 (any free one)
+    # keeps a second sweep, or a dashboard already running, from printing "Port 8787 is already in use".
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     return Client(cluster)
 
