@@ -23,8 +23,11 @@ repro: install
 	$(BIN)/python -m pipeline check
 	$(BIN)/dvc repro
 
+# Most tests wait on DVC and git subprocesses, so one pytest worker per core (pytest-xdist) nearly halves the wall
+# time. A test file stays on one worker (--dist loadfile): its tests share module fixtures (a reproduced project, a
+# sweep), which would otherwise be built once per worker. tests/conftest.py hands out the slow files first.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # Issue 7's benchmark: every target measured side by side in one run; prints a table, writes benchmarks/results.json.
 bench: install

@@ -73,3 +73,11 @@ def project(tmp_path, monkeypatch) -> Path:
     (tmp_path / "data" / "raw").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first. `make test` runs one pytest worker per core and keeps each file on one worker
+    (its tests share module fixtures); a long file handed out last would run alone while the other workers idle.
+    The sort is stable, so each file's tests stay together and in their order."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
