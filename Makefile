@@ -25,9 +25,10 @@ repro: install
 
 # Most tests wait on DVC and git subprocesses, so one pytest worker per core (pytest-xdist) nearly halves the wall
 # time. A test file stays on one worker (--dist loadfile): its tests share module fixtures (a reproduced project, a
-# sweep), which would otherwise be built once per worker. tests/conftest.py hands out the slow files first.
+# sweep), which would otherwise be built once per worker. tests/conftest.py orders the longest files first, and
+# --no-loadscope-reorder keeps that order (xdist would otherwise hand out the files with the most tests first).
 test: install
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # Issue 7's benchmark: every target measured side by side in one run; prints a table, writes benchmarks/results.json.
 bench: install

@@ -75,9 +75,18 @@ def project(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+# The longest test files first, from `pytest --durations` on the 2-core machine (2026-12-01: test_pipeline.py
+# about 385 s, test_recovery.py 180 s, test_replicas_workflow.py 160 s, ...). Only the order of scheduling depends
+# on it: a file missing here runs after these, and a wrong order costs minutes of wall time, never a result.
+LONGEST_FILES = ("test_pipeline.py", "test_recovery.py", "test_replicas_workflow.py", "test_cluster_repro.py",
+                 "test_sweep.py", "test_bench_pipeline.py", "test_robustness.py", "test_workflow.py",
+                 "test_user_data_pipeline.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Files with slow tests first. `make test` runs one pytest worker per core and keeps each file on one worker
-    (its tests share module fixtures); a long file handed out last would run alone while the other workers idle.
-    The sort is stable, so each file's tests stay together and in their order."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    """The longest files first. `make test` runs one pytest worker per core and keeps each file on one worker
+    (its tests share module fixtures), handing files out in collection order (--no-loadscope-reorder); a long
+    file handed out last would run alone while the other workers idle. The sort is stable, so each file's tests
+    stay together and in their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
