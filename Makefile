@@ -27,8 +27,11 @@ repro: install
 # time. A test file stays on one worker (--dist loadfile): its tests share module fixtures (a reproduced project, a
 # sweep), which would otherwise be built once per worker. tests/conftest.py orders the longest files first, and
 # --no-loadscope-reorder keeps that order (xdist would otherwise hand out the files with the most tests first).
+# One worker per core this process may use (its affinity mask, as the pipeline counts cores; xdist's `auto` counts
+# physical cores, which is 1 on many 2-vCPU machines). `make test TEST_WORKERS=1` runs one file at a time.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())')
 test: install
-	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Issue 7's benchmark: every target measured side by side in one run; prints a table, writes benchmarks/results.json.
 bench: install
