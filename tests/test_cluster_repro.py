@@ -20,7 +20,7 @@ from conftest import tiny_params
 from pipeline import cluster_repro
 from pipeline.errors import SweepError
 from test_pipeline import run
-from test_sweep import KILLED, make_repo, sh
+from test_sweep import KILLED, PIPELINE_ARGS, make_repo, sh
 
 
 # ---------------------------------------------------------------- fast: waves
@@ -127,18 +127,10 @@ def test_a_worker_that_dies_is_reported_as_lost_and_the_later_waves_wait(tmp_pat
 
 # ---------------------------------------------------------------- slow: the tiny pipeline on 2 local workers
 
-HOOK = r'''
-import os
-import sys
+HOOK = PIPELINE_ARGS + r'''
 def _record():
-    try:
-        args = [a.decode() for a in open("/proc/self/cmdline", "rb").read().split(b"\0") if a]
-    except OSError:
-        return
-    if "-m" not in args or args[args.index("-m") + 1:args.index("-m") + 2] != ["pipeline"]:
-        return
-    stage = " ".join(args[args.index("-m") + 2:])
-    if stage.startswith("repro"):
+    stage = _pipeline_args()
+    if stage is None or stage.startswith("repro"):
         return
     with open(os.environ["REPRO_STAGE_LOG"], "a") as log:
         log.write(f"{os.getcwd()}\t{stage}\n")

@@ -157,23 +157,31 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_starts(tmp_path):
 
 # ---------------------------------------------------------------- slow: a real 2 x 2 sweep on 2 local workers
 
-HOOK = r'''
+# The start of both test hooks (sitecustomize.py, run by every Python process of a test): the arguments after
+# `python -m pipeline` of this process, or None for any other process.
+PIPELINE_ARGS = r'''
 import os
-def _record():
+import re
+def _pipeline_args():
     try:
         args = [a.decode() for a in open("/proc/self/cmdline", "rb").read().split(b"\0") if a]
     except OSError:
-        return
+        return None
     if "-m" not in args or args[args.index("-m") + 1:args.index("-m") + 2] != ["pipeline"]:
+        return None
+    return " ".join(args[args.index("-m") + 2:])
+'''
+HOOK = PIPELINE_ARGS + r'''
+def _record():
+    stage = _pipeline_args()
+    if stage is None:
         return
-    stage = " ".join(args[args.index("-m") + 2:])
     text = open("params.yaml").read()
     tag = "-".join(re.search(rf"^  {key}: (\S+)", text, re.M).group(1) for key in ("hidden", "lr"))
     with open(os.environ["SWEEP_STAGE_LOG"], "a") as log:
         log.write(f"{tag} {stage}\n")
     if stage == "train sine gru" and tag == os.environ["SWEEP_KILL_TAG"] and os.path.exists(os.environ["SWEEP_KILL_FILE"]):
         os.kill(os.getpid(), 9)
-import re
 _record()
 '''
 SPECS = ["-S", "model.hidden=5,6", "-S", "train.lr=0.01,0.02"]
