@@ -9,6 +9,7 @@ as they arrive, which splits a run into the part that fans out to the workers an
 """
 
 import re
+import statistics
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -58,14 +59,27 @@ def sweep_figures(wall: float, lines: list[tuple[float, str]], names: Iterable[s
             "experiments_per_minute": 60 * len(names) / wall, "fanout_experiments_per_minute": 60 * len(names) / fanout}
 
 
-def sweep(source_repo: Path, workdir: Path, workers: int, values: list[int], profile: Mapping | None) -> dict:
-    """`python -m pipeline sweep -S model.hidden=<values> --workers N` in a fresh prepared clone, timed."""
+def sweep(source_repo: Path, workdir: Path, workers: int, values: list[int], profile: Mapping | None,
+          threads: int | None = None) -> dict:
+    """`python -m pipeline sweep -S model.hidden=<values> --workers N [--threads T]` in a fresh prepared clone,
+    timed. Without `threads` the sweep's default applies: the machine's cores shared among the workers."""
     repo = prepare(source_repo, workdir, profile)
     setting = "model.hidden=" + ",".join(map(str, values))
     wall, lines = pb.timed_lines(repo, sys.executable, "-m", "pipeline", "sweep", "-S", setting,
-                                 "--workers", str(workers))
+                                 "--workers", str(workers), *(["--threads", str(threads)] if threads else []))
     return {"workers": workers, "values": values, "repo": str(repo),
             **sweep_figures(wall, lines, [f"sweep-hidden{value}" for value in values])}
+
+
+def median_sweep(runs: list[dict]) -> dict:
+    """One side of the sweep comparison over its repeated runs: the median seconds, fan-out and fixed part (each
+    its own median) and the throughput they give, with every run kept under "runs"."""
+    first = runs[0]
+    seconds = statistics.median(run["seconds"] for run in runs)
+    return {"workers": first["workers"], "threads": first["threads"], "experiments": first["experiments"],
+            "seconds": seconds, "fanout_seconds": statistics.median(run["fanout_seconds"] for run in runs),
+            "fixed_seconds": statistics.median(run["fixed_seconds"] for run in runs),
+            "experiments_per_minute": 60 * first["experiments"] / seconds, "runs": list(runs)}
 
 
 def matrix_figures(wall: float, lines: list[tuple[float, str]]) -> dict:

@@ -171,6 +171,17 @@ def _pairs(entry: dict, side: Side) -> Pairs:
 
 def read(a: str, b: str, root: str | Path | None = None) -> tuple[Side, Pairs, Side, Pairs]:
     """Resolve A and B (git revisions, experiment names, or "workspace") and read their eval metrics."""
+    (side_a, pairs_a), (side_b, pairs_b) = read_many([a, b], root)
+    for pairs in (pairs_a, pairs_b):
+        if isinstance(pairs, PipelineError):
+            raise pairs
+    return side_a, pairs_a, side_b, pairs_b
+
+
+def read_many(names: list[str], root: str | Path | None = None) -> list[tuple[Side, Pairs | PipelineError]]:
+    """Each name's side and eval metrics, read in one pass; a revision whose metrics cannot be read gets its
+    error instead, so that a sweep's one broken experiment does not hide the others' diffs. A name that is no
+    revision at all raises: nothing is read."""
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
     from dvc.scm import resolve_rev
@@ -182,7 +193,7 @@ def read(a: str, b: str, root: str | Path | None = None) -> tuple[Side, Pairs, S
             from None
     with repo:
         sides = []
-        for name in (a, b):
+        for name in names:
             if name == WORKSPACE:
                 sides.append(Side(name))
                 continue
@@ -191,16 +202,22 @@ def read(a: str, b: str, root: str | Path | None = None) -> tuple[Side, Pairs, S
             except DvcException:
                 raise PipelineError(f"unknown revision '{name}': neither a git revision nor an experiment name "
                                     f"DVC knows (see `git log` and `dvc exp list -A`)") from None
-        # One call for both sides, by full commit: DVC names each revision it reads after the revisions given for
+        # One call for every side, by full commit: DVC names each revision it reads after the revisions given for
         # it, joined by commas ("HEAD,main" when both name one commit), and rebuilds its index for every call.
         commits = list(dict.fromkeys(side.commit for side in sides if side.commit)) or None
         try:
             shown = repo.metrics.show(revs=commits, on_error="return", hide_workspace=False)
         except DvcException as error:
-            raise PipelineError(f"DVC cannot read the metrics of {sides[0]} and {sides[1]}: {error}") from None
+            raise PipelineError(f"DVC cannot read the metrics of {' and '.join(map(str, sides))}: {error}") \
+                from None
+    found: list[tuple[Side, Pairs | PipelineError]] = []
+    for side in sides:
         # A commit from before the DVC project existed is left out by DVC: nothing there, every pair is "added".
-        found = [_pairs(shown.get(side.commit or (WORKSPACE if commits else "")) or {}, side) for side in sides]
-    return sides[0], found[0], sides[1], found[1]
+        try:
+            found.append((side, _pairs(shown.get(side.commit or (WORKSPACE if commits else "")) or {}, side)))
+        except PipelineError as error:
+            found.append((side, error))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------- comparing

@@ -418,12 +418,16 @@ def run(specs: list[str], workers: int | None, scheduler: str | None, threads: i
         echo(shown.stdout.rstrip() or shown.stderr.rstrip())
         if diff:
             from pipeline import diff as diff_module
-            for name in finished:
-                try:
-                    side_a, pairs_a, side_b, pairs_b = diff_module.read(base, name, root)
-                    echo(f"{name} vs {base[:7]}: {diff_module.summary(diff_module.compare(pairs_a, pairs_b))}")
-                except PipelineError as exc:
-                    echo(f"{name}: no diff ({exc.message})")
+            try:
+                (_, base_pairs), *experiments = diff_module.read_many([base, *finished], root)
+            except PipelineError as exc:
+                base_pairs, experiments = exc, [(name, exc) for name in finished]
+            for name, (_, pairs) in zip(finished, experiments):
+                problem = next((p for p in (base_pairs, pairs) if isinstance(p, PipelineError)), None)
+                if problem is not None:
+                    echo(f"{name}: no diff ({problem.message})")
+                else:
+                    echo(f"{name} vs {base[:7]}: {diff_module.summary(diff_module.compare(base_pairs, pairs))}")
     if failed:
         echo(f"{len(failed)} of {len(jobs)} failed ({', '.join(failed)}); run the same sweep again to redo only "
              f"those")

@@ -63,8 +63,9 @@ def synthetic() -> dict:
                                                           "sine/lstm": {"one": 3.0, "many": 7.6, "ratio": 7.6 / 3}}}},
         "sweeps": {"experiments": 4, "j1": {"experiments_per_minute": 2.0}, "j2": {"experiments_per_minute": 3.0},
                    "ratio": math.nan},
-        "cluster": {"sweep": {"experiments": 4, "ratio": 1.7, "fanout_ratio": 1.9,
-                              "one": {"experiments_per_minute": 1.0}, "two": {"experiments_per_minute": 1.7}},
+        "cluster": {"sweep": {"experiments": 4, "ratio": 1.7, "fanout_ratio": 1.9, "whole_ratio": 0.99,
+                              "one": {"experiments_per_minute": 1.0}, "two": {"experiments_per_minute": 1.7},
+                              "one_whole": {"experiments_per_minute": 1.72}},
                     "matrix": {"ratio": 0.99, "plain_seconds": 99.0, "seconds": 100.0, "waves": 5,
                                "waves_seconds": 90.0, "coordinator_seconds": 10.0}},
     }
@@ -92,7 +93,7 @@ def test_targets_pass_and_fail_on_both_sides_of_each_limit():
         "train stage sine/gru, 5 replicas / 1",  # on the limit
         "full dvc repro of the default params, seconds",  # 600 s: on the limit
         "free-running epoch, 10 steps / teacher-forced epoch, sine/rnn",  # on the limit
-        "Dask sweep throughput, 2 workers / 1 (4 experiments)",  # on the limit
+        "Dask sweep throughput, 2 workers / 1, one core each (4 experiments)",  # on the limit
     }
     assert failed == {
         "test MSE worse (gru), pipeline / notebook",  # 0.51 > 0.5
@@ -106,6 +107,7 @@ def test_targets_pass_and_fail_on_both_sides_of_each_limit():
         "queued sweep throughput, -j 2 / -j 1",  # NaN never passes
         "train stage sine/lstm, 5 replicas / 1",  # 2.53 > 2.5
         "pipeline speed-up, plain dvc repro / pipeline repro --workers 2",  # 0.99 < 1
+        "Dask sweep throughput, 2 workers / 1 worker on every core",  # 0.99 < 1
     }
     assert rows["training time, pipeline / notebook loops (summed)"]["measured"] == pytest.approx(1 / 6)
     assert rows["test MSE worse (gru), pipeline / notebook"]["measured"] == pytest.approx(0.51 / 0.5)
@@ -128,7 +130,7 @@ def test_results_json_and_table():
     assert set(results["measurements"]) == set(bench.SECTIONS)
     assert results["summary"] == {"passed": sum(r["passed"] for r in results["targets"]),
                                   "failed": sum(not r["passed"] for r in results["targets"])}
-    assert results["summary"]["failed"] == 11
+    assert results["summary"]["failed"] == 12
     assert all(set(r) == {"section", "target", "measured", "op", "limit", "passed", "detail"}
                for r in results["targets"])
 
@@ -231,6 +233,15 @@ def test_a_sweep_is_split_into_its_fan_out_and_the_fixed_part():
         cb.sweep_figures(41.0, failed, ["sweep-hidden7", "sweep-hidden8"])
     with pytest.raises(RuntimeError, match="never fanned out"):
         cb.sweep_figures(41.0, lines[:1] + lines[2:], ["sweep-hidden7"])
+
+
+def test_a_sweep_side_is_the_median_of_its_runs():
+    runs = [{"workers": 1, "threads": 1, "experiments": 4, "seconds": s, "fanout_seconds": f, "fixed_seconds": s - f}
+            for s, f in [(200.0, 170.0), (240.0, 200.0), (210.0, 190.0)]]
+    side = cb.median_sweep(runs)
+    assert (side["seconds"], side["fanout_seconds"], side["fixed_seconds"]) == (210.0, 190.0, 30.0)
+    assert side["experiments_per_minute"] == pytest.approx(60 * 4 / 210.0)
+    assert side["runs"] == runs and (side["workers"], side["threads"]) == (1, 1)
 
 
 def test_a_matrix_repro_counts_only_when_its_coordinator_ran_nothing():

@@ -19,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline import diff, stats
+from pipeline.errors import PipelineError
 from pipeline.cli import cli
 
 from conftest import source_env
@@ -371,3 +372,20 @@ def test_a_corrupt_eval_file_is_one_error_line(repo, monkeypatch):
 def test_two_names_of_one_commit(repo):
     done = sh(repo, sys.executable, "-m", "pipeline", "diff", "main", "HEAD")
     assert done.stdout.splitlines()[-1] == "0 better, 0 worse, 0 within seed noise, 23 unchanged"
+
+
+@pytest.mark.slow
+def test_read_many_keeps_each_sides_error_to_itself(repo):
+    """A sweep reads its base and every experiment at once: one unreadable side must not hide the others."""
+    path = repo / "metrics" / "eval" / "sine" / "lstm.json"
+    saved = path.read_text()
+    try:
+        path.write_text("{not json")
+        found = diff.read_many(["HEAD", "workspace", "myexp"], repo)
+    finally:
+        path.write_text(saved)
+    (head, head_pairs), (workspace, broken), (exp, exp_pairs) = found
+    assert (head.name, workspace.name, exp.name) == ("HEAD", "workspace", "myexp")
+    assert isinstance(broken, PipelineError) and "metrics/eval/sine/lstm.json at workspace" in broken.message
+    assert head_pairs[("sine", "lstm")] == exp_pairs[("sine", "lstm")]
+    assert diff.summary(diff.compare(head_pairs, exp_pairs)) == "0 better, 2 worse, 0 within seed noise, 21 unchanged"
