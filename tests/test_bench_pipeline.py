@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import cluster_bench as cb
+from benchmarks import parallel_capacity
 from benchmarks import kernels
 from benchmarks import pipeline_bench as pb
 from benchmarks import run as bench
@@ -64,6 +65,7 @@ def synthetic() -> dict:
         "sweeps": {"experiments": 4, "j1": {"experiments_per_minute": 2.0}, "j2": {"experiments_per_minute": 3.0},
                    "ratio": math.nan},
         "cluster": {"sweep": {"experiments": 4, "ratio": 1.7, "fanout_ratio": 1.9, "whole_ratio": 0.99,
+                              "capacity": 1.9,
                               "one": {"experiments_per_minute": 1.0}, "two": {"experiments_per_minute": 1.7},
                               "one_whole": {"experiments_per_minute": 1.72}},
                     "matrix": {"ratio": 0.99, "plain_seconds": 99.0, "seconds": 100.0, "waves": 5,
@@ -279,3 +281,14 @@ def test_a_one_experiment_sweep_succeeds(tmp_path):
     assert result["experiments_per_minute"] == pytest.approx(60 / result["seconds"])
     assert pb.parse_queue_status(pb.run(Path(result["repo"]), "dvc", "queue", "status")) == \
         {result["names"][0]: "Success"}
+
+
+# --- the machine's parallel capacity ---------------------------------------------------------------------------
+
+def test_parallel_capacity_sees_two_processes_that_share_one_core():
+    """Both processes pinned to one core: together they deliver one core's work, each at about half speed. The
+    bound is loose (sharing gives about 1.0, independent cores 2.0) so a busy machine cannot flip it."""
+    shared = parallel_capacity.measure(loops=1_000_000, repeats=3, cores=[0, 0])
+    assert shared["cores"] == 2 and shared["together_seconds"] > shared["alone_seconds"]
+    assert shared["capacity"] == pytest.approx(2 * shared["alone_seconds"] / shared["together_seconds"])
+    assert shared["capacity"] < 1.4

@@ -28,8 +28,8 @@ def files(root: Path) -> set[str]:
 
 
 def assert_one_line_error(result: Result) -> str:
-    """The standard for every user error: status != 0, exactly one line `Error: ...`, no traceback."""
-    assert result.exit_code != 0
+    """The standard for every user error: status 1, exactly one line `Error: ...`, no traceback."""
+    assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
     lines = result.output.strip().splitlines()

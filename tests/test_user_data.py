@@ -126,7 +126,7 @@ def test_a_time_that_is_not_a_time_is_an_error(project):
     assert error() == "data/raw/shops.csv: time 'soon' on line 3 in series 'a' is neither a number nor a date"
 
 
-def test_dates_sort_and_uneven_steps_are_reported(project, capsys):
+def test_dates_sort_and_uneven_steps_are_reported(project):
     days = [f"2020-01-{d:02d}" for d in range(1, 29)] + [f"2020-02-{d:02d}" for d in range(1, 29)]
     del days[10]  # one missing day: a gap of two days
     rows = "".join(f"a,{d},{i}\n" for i, d in reversed(list(enumerate(days))))  # newest first
@@ -160,15 +160,25 @@ def test_each_missing_option(project, missing, expected):
     assert (table.filled, table.dropped) == ((0, 3) if missing == "drop" else (3, 0))
 
 
-def test_the_generate_stage_prints_what_it_filled(project, capsys):
+DAYS = [f"2020-01-{d:02d}" for d in range(1, 29) if d != 11] + [f"2020-02-{d:02d}" for d in range(1, 29)]
+UNEVEN = "shop,day,sales\n" + "".join(f"a,{d},{i}\n" for i, d in enumerate(DAYS))  # 2020-01-11 is missing
+
+
+@pytest.mark.parametrize("missing, text, printed", [
+    ("interpolate", GAPPY, "generate shops: filled 3 missing cell(s) (data.shops.missing: interpolate)"),
+    ("drop", GAPPY, "generate shops: dropped 3 row(s) with missing cells (data.shops.missing: drop)"),
+    ("error", UNEVEN, "generate shops: series 'a': 2 of 54 time steps differ from the usual one (gaps or uneven "
+                      "sampling); the models see one row per step"),
+])
+def test_the_generate_stage_prints_what_the_file_needed(project, capsys, missing, text, printed):
     raw = tiny_params()
     raw["datasets"], raw["free_running"]["datasets"] = ["shops"], []
     raw["data"]["shops"] = {"kind": "csv", "path": PATH, "column": "sales", "id_column": "shop",
-                            "time_column": "day", "window": 8, "missing": "interpolate"}
+                            "time_column": "day", "window": 8, "missing": missing}
     write_params(project, raw)
-    (project / PATH).write_text(GAPPY)
+    (project / PATH).write_text(text)
     pipeline.generate.run(pipeline.params.load("params.yaml"), "shops")
-    assert "generate shops: filled 3 missing cell(s) (data.shops.missing: interpolate)" in capsys.readouterr().out
+    assert printed in capsys.readouterr().out.splitlines()
 
 
 def test_leading_gaps_take_the_first_value_and_an_empty_column_is_an_error(project):

@@ -79,7 +79,9 @@ def test_editing_the_file_retrains_only_that_dataset(repo):
 
 
 def test_a_bad_file_is_one_line_and_writes_nothing(repo):
-    """A repeated date: `dvc repro` stops at generate@shops with the line, and the dataset file is untouched."""
+    """A repeated date: the generate stage's command (what `dvc repro` runs for generate@shops) stops with one
+    line, exit status 1, and leaves the dataset file as it was. (Under `dvc repro`, DVC itself removes a stage's
+    outputs before running it; `dvc checkout` brings the last good file back from the cache.)"""
     path = repo / "data" / "raw" / "shops.csv"
     good = path.read_text()
     dataset = (repo / "data" / "datasets" / "shops.npz").read_bytes()
