@@ -374,8 +374,30 @@ def run(specs: list[str], workers: int | None, scheduler: str | None, threads: i
             echo(f"{job.name}: already on the remote, skipped")
     failed: list[str] = []
     if todo:
-        client = _client(workers, scheduler, threads)
-        (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
+        failed = _fan_out(todo, git_url, base, workers, scheduler, threads, echo, root)
+    finished = [job.name for job in jobs if job.name not in failed]
+    if finished:
+        _collect(finished, base, git_remote, diff, echo, root)
+    if failed:
+        echo(f"{len(failed)} of {len(jobs)} failed ({', '.join(failed)}); run the same sweep again to redo only "
+             f"those")
+    return len(failed)
+
+
+def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, scheduler: str | None, threads: int,
+             echo, root: Path) -> list[str]:
+    """Wave 0, then one Dask job per experiment; returns the names that failed. A LocalCluster starts while wave 0
+    runs (its worker processes take a couple of seconds to come up, wave 0 waits on DVC); an existing scheduler
+    is connected to first, so an unreachable one stops the sweep before wave 0 starts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed import as_completed
+
+    failed: list[str] = []
+    client = _client(workers, scheduler, threads) if scheduler else None
+    (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        starting = None if client else pool.submit(_client, workers, None, threads)
         try:
             if not changes_data(todo):
                 echo(f"wave 0: the shared stages ({SHARED_STAGES}) on this machine, pushed with their run-cache")
@@ -384,10 +406,9 @@ def run(specs: list[str], workers: int | None, scheduler: str | None, threads: i
                 if not shared["ok"]:
                     raise SweepError(f"wave 0 failed ({shared['error']}); log: {LOG_DIR / 'wave0.log'}\n"
                                      f"{tail(shared['log'])}")
+            client = client or starting.result()
             echo(f"{len(todo)} experiment{'s' if len(todo) != 1 else ''} on "
                  f"{scheduler or f'{workers} local workers'}, {threads} thread{'s' if threads != 1 else ''} each")
-            from distributed import as_completed
-
             futures = [client.submit(run_job, git_url, base, job.name, job.overrides, threads, key=f"sweep-{job.name}",
                                      pure=False) for job in todo]
             for future in as_completed(futures):
@@ -405,30 +426,41 @@ def run(specs: list[str], workers: int | None, scheduler: str | None, threads: i
                     echo(f"{result['name']}: FAILED, {result['error']} (log {log_path}); its last lines:\n"
                          f"{tail(result['log'])}")
         finally:
+            client = client or starting.result()  # wave 0 failed while the cluster started: close it all the same
             client.close()
             if scheduler is None and client.cluster is not None:
                 client.cluster.close()
+    return failed
 
-    finished = [job.name for job in jobs if job.name not in failed]
-    if finished:
-        pulled = _dvc(root, "exp", "pull", git_remote, *finished)
-        if pulled.returncode != 0:
-            echo(f"dvc exp pull failed:\n{tail(pulled.stdout + pulled.stderr)}")
-        shown = _dvc(root, "exp", "show", "--only-changed", "--md")
-        echo(shown.stdout.rstrip() or shown.stderr.rstrip())
-        if diff:
-            from pipeline import diff as diff_module
-            try:
-                (_, base_pairs), *experiments = diff_module.read_many([base, *finished], root)
-            except PipelineError as exc:
-                base_pairs, experiments = exc, [(name, exc) for name in finished]
-            for name, (_, pairs) in zip(finished, experiments):
-                problem = next((p for p in (base_pairs, pairs) if isinstance(p, PipelineError)), None)
-                if problem is not None:
-                    echo(f"{name}: no diff ({problem.message})")
-                else:
-                    echo(f"{name} vs {base[:7]}: {diff_module.summary(diff_module.compare(base_pairs, pairs))}")
-    if failed:
-        echo(f"{len(failed)} of {len(jobs)} failed ({', '.join(failed)}); run the same sweep again to redo only "
-             f"those")
-    return len(failed)
+
+def _collect(finished: list[str], base: str, git_remote: str, diff: bool, echo, root: Path) -> None:
+    """Pull the finished experiments, print `dvc exp show` and one diff summary per experiment. The diffs are read
+    (one pass over every experiment's metrics) while `dvc exp show`, a process of its own, runs."""
+    pulled = _dvc(root, "exp", "pull", git_remote, *finished)
+    if pulled.returncode != 0:
+        echo(f"dvc exp pull failed:\n{tail(pulled.stdout + pulled.stderr)}")
+    show = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--md"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env({}))
+    summaries = _diff_summaries(finished, base, root) if diff else []
+    out, err = show.communicate()
+    echo(out.rstrip() or err.rstrip())
+    for line in summaries:
+        echo(line)
+
+
+def _diff_summaries(finished: list[str], base: str, root: Path) -> list[str]:
+    """Each experiment against the base commit in one line: better / worse / within seed noise."""
+    from pipeline import diff as diff_module
+
+    try:
+        (_, base_pairs), *experiments = diff_module.read_many([base, *finished], root)
+    except PipelineError as exc:
+        base_pairs, experiments = exc, [(name, exc) for name in finished]
+    lines = []
+    for name, (_, pairs) in zip(finished, experiments):
+        problem = next((p for p in (base_pairs, pairs) if isinstance(p, PipelineError)), None)
+        if problem is not None:
+            lines.append(f"{name}: no diff ({problem.message})")
+        else:
+            lines.append(f"{name} vs {base[:7]}: {diff_module.summary(diff_module.compare(base_pairs, pairs))}")
+    return lines

@@ -155,6 +155,25 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_starts(tmp_path):
     assert sh(repo, "git", "ls-remote", "origin", "refs/exps/*").stdout == ""
 
 
+def test_a_failed_wave_0_stops_the_sweep_and_closes_the_cluster_that_started_beside_it(tmp_path, monkeypatch):
+    """The LocalCluster starts while wave 0 runs: when wave 0 fails, no job is submitted, the error names its log,
+    and the cluster's worker processes are gone when the sweep returns."""
+    import multiprocessing
+
+    repo = make_repo(tmp_path, tiny_params())
+    monkeypatch.setattr(sweep, "prepare_shared", lambda git_url, base: {
+        "name": "wave 0", "ok": False, "log": "$ dvc repro --pull generate\nERROR: generate@sine failed",
+        "error": "dvc repro --pull generate failed"})
+    lines = []
+    with pytest.raises(SweepError, match=r"^wave 0 failed \(dvc repro --pull generate failed\); log: "):
+        sweep.run(["model.hidden=5,6"], workers=2, scheduler=None, threads=1, git_remote="origin", prefix="sweep",
+                  diff=False, echo=lines.append, root=repo)
+    assert lines == ["wave 0: the shared stages (generate) on this machine, pushed with their run-cache"]
+    assert (repo / ".dvc" / "tmp" / "sweep" / "wave0.log").read_text().endswith("generate@sine failed\n")
+    assert multiprocessing.active_children() == []
+    assert sh(repo, "git", "ls-remote", "origin", "refs/exps/*").stdout == ""
+
+
 # ---------------------------------------------------------------- slow: a real 2 x 2 sweep on 2 local workers
 
 # The start of both test hooks (sitecustomize.py, run by every Python process of a test): the arguments after
