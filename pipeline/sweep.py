@@ -440,7 +440,7 @@ def _collect(finished: list[str], base: str, git_remote: str, diff: bool, echo, 
     if pulled.returncode != 0:
         echo(f"dvc exp pull failed:\n{tail(pulled.stdout + pulled.stderr)}")
     show = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--md"], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env({}))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env())
     summaries = _diff_summaries(finished, base, root) if diff else []
     out, err = show.communicate()
     echo(out.rstrip() or err.rstrip())
@@ -455,7 +455,7 @@ def _diff_summaries(finished: list[str], base: str, root: Path) -> list[str]:
     try:
         (_, base_pairs), *experiments = diff_module.read_many([base, *finished], root)
     except PipelineError as exc:
-        base_pairs, experiments = exc, [(name, exc) for name in finished]
+        return [f"{name}: no diff ({exc.message})" for name in finished]
     lines = []
     for name, (_, pairs) in zip(finished, experiments):
         problem = next((p for p in (base_pairs, pairs) if isinstance(p, PipelineError)), None)
