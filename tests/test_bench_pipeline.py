@@ -289,7 +289,7 @@ def test_parallel_capacity_is_cores_times_alone_over_together_in_medians(monkeyp
     """The arithmetic and the alternation, on made-up timings: the probe itself is a timing, so it runs in the
     benchmark only (a timed assertion here would fail on a busy machine)."""
     calls = []
-    timings = iter([[1.0], [1.1, 1.3], [3.0], [1.0, 1.2], [1.2], [1.2, 1.2]])
+    timings = iter([[1.0], [1.4, 1.6], [3.0], [1.6, 1.6], [1.2], [1.5, 1.5]])
 
     def fake_round(cores, loops):
         calls.append((list(cores), loops))
@@ -298,8 +298,10 @@ def test_parallel_capacity_is_cores_times_alone_over_together_in_medians(monkeyp
     monkeypatch.setattr(parallel_capacity, "_round", fake_round)
     result = parallel_capacity.measure(loops=7, repeats=3, cores=[0, 1])
     assert calls == [([0], 7), ([0, 1], 7)] * 3  # alone, then together, in every repeat
-    # alone: median of 1.0, 3.0, 1.2 = 1.2; together: median of the per-round medians 1.2, 1.1, 1.2 = 1.2
-    assert result == {"cores": 2, "loops": 7, "alone_seconds": 1.2, "together_seconds": 1.2, "capacity": 2.0}
+    # alone: median of 1.0, 3.0, 1.2 = 1.2; together: median of the per-round medians 1.5, 1.6, 1.5 = 1.5
+    assert {key: result[key] for key in ("cores", "loops", "alone_seconds", "together_seconds")} == {
+        "cores": 2, "loops": 7, "alone_seconds": 1.2, "together_seconds": 1.5}
+    assert result["capacity"] == pytest.approx(2 * 1.2 / 1.5)
 
 
 def test_a_capacity_round_times_one_pinned_process_per_core():
