@@ -6,9 +6,10 @@ deepest upstream stage's), each stage one Dask job:
 
 1. checks, before anything starts (sweep.py's, one line each): a clean working tree, HEAD on the git remote, a
    default DVC remote in the committed config; the scheduler reachable;
-2. per wave, one job per stage (`run_stage`): a fresh clone at HEAD, `dvc repro --pull STAGE`, which restores its
-   upstream stages from the remote's run-cache (they ran in an earlier wave) and runs the stage itself, then
-   `dvc push --run-cache STAGE` and the push of the stage's `cache: false` outputs (below). A wave starts when the
+2. per wave, one job per stage (`run_stage`): a fresh clone at HEAD, then `python -m pipeline.stage_job STAGE` in
+   it: `dvc repro --pull STAGE`, which restores its upstream stages from the remote's run-cache (they ran in an
+   earlier wave) and runs the stage itself, then `dvc push --run-cache STAGE` and the push of the stage's
+   `cache: false` outputs (below), in one process. A wave starts when the
    previous one has finished; a failed job stops the waves after its own, and is reported with its log tail;
 3. the coordinator's own `dvc repro --pull` restores every output from the run-cache (nothing runs) and writes
    `dvc.lock` once: only the coordinator writes it.
@@ -17,7 +18,7 @@ deepest upstream stage's), each stage one Dask job:
 run-cache entry names them and DVC commits them to the job's local cache, but `push` only sends the objects of the
 workspace's cached outputs. Without them a run-cache entry cannot be restored anywhere else, so each downstream job
 and the coordinator re-ran those stages (measured: README "Running on a cluster"). The fix here: the job pushes the
-objects of every output its run-cache entry names (`PUSH_RUN_CACHE_OUTPUTS`), through DVC's own remote API, so a
+objects of every output its run-cache entry names (stage_job.push_entry_outputs), through DVC's own remote API, so a
 restore brings the uncached files back like the cached ones.
 
 A rerun after a failure submits every stage again: the finished ones are restored from the run-cache in seconds and
@@ -32,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import SweepError
+from pipeline.stage_job import FAILED_STEP
 from pipeline.sweep import _client, _cores_for, _dvc, check_workspace, logged_runner, tail, tool_env
 
 LOG_DIR = Path(".dvc/tmp/cluster_repro")
@@ -84,28 +86,10 @@ def stage_graph(root: Path) -> dict[str, set[str]]:
 
 # ---------------------------------------------------------------- the job (worker side)
 
-# Run as `python -c` inside the clone (DVC resolves a stage's paths against the working directory): push the objects
-# of every output that the stage's run-cache entry names, `cache: false` ones included, so that another machine can
-# restore the entry. DVC's `push --run-cache` sends the entry and the workspace's cached outputs only.
-PUSH_RUN_CACHE_OUTPUTS = """
-import sys
-from dvc.repo import Repo
-from dvc.stage.serialize import to_single_stage_lockfile
-with Repo() as repo:
-    (stage,) = repo.stage.collect(sys.argv[1])
-    entry = repo.stage_cache._create_stage(to_single_stage_lockfile(stage), wdir=stage.wdir)
-    count = failed = 0
-    for objs in entry.get_used_objs().values():
-        pushed = repo.cloud.push(objs)
-        count, failed = count + len(pushed.transferred), failed + len(pushed.failed)
-print(f"{count} objects of the run-cache entry's outputs pushed, {failed} failed")
-sys.exit(1 if failed else 0)
-"""
-
-
 def run_stage(git_url: str, base: str, stage: str, threads: int, workdir: str | None = None) -> dict:
-    """One stage on this worker: a fresh clone at `base`, `dvc repro --pull STAGE` (upstream stages restored from the
-    run-cache), then its outputs and run-cache pushed. Returns {stage, ok, ran, log, error}; never raises."""
+    """One stage on this worker: a fresh clone at `base`, then `python -m pipeline.stage_job STAGE` in it (`dvc repro
+    --pull STAGE`, upstream stages restored from the run-cache; its run-cache and outputs pushed; one process).
+    Returns {stage, ok, ran, log, error}; never raises."""
     folder = Path(tempfile.mkdtemp(prefix="repro-", dir=workdir))
     log: list[str] = []
     env = tool_env({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
@@ -116,21 +100,14 @@ def run_stage(git_url: str, base: str, stage: str, threads: int, workdir: str | 
     result = {"stage": stage, "ok": False, "ran": [], "log": "", "error": None}
     try:
         clone = folder / "clone"
-        dvc = (sys.executable, "-m", "dvc")
         if (step("git", "clone", "-q", "--no-checkout", git_url, str(clone), cwd=folder).returncode != 0
                 or step("git", "checkout", "-q", "--detach", base, cwd=clone).returncode != 0):
             result["error"] = "could not clone the project"
             return result
-        repro = step(*dvc, "repro", "--pull", stage, cwd=clone)
-        result["ran"] = re.findall(r"Running stage '([^']+)'", repro.stdout + repro.stderr)
-        if repro.returncode != 0:
-            result["error"] = "dvc repro failed"
-            return result
-        if step(*dvc, "push", "--run-cache", stage, cwd=clone).returncode != 0:
-            result["error"] = "dvc push --run-cache failed"
-            return result
-        if step(sys.executable, "-c", PUSH_RUN_CACHE_OUTPUTS, stage, cwd=clone).returncode != 0:
-            result["error"] = "pushing the outputs of its run-cache entry failed"
+        job = step(sys.executable, "-m", "pipeline.stage_job", stage, cwd=clone)
+        result["ran"] = re.findall(r"Running stage '([^']+)'", job.stdout + job.stderr)
+        if job.returncode != 0:
+            result["error"] = FAILED_STEP.get(job.returncode, f"the stage job exited with {job.returncode}")
             return result
         result["ok"] = True
         return result

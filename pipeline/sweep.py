@@ -6,8 +6,10 @@ experiment refs, the default DVC remote the outputs and the run-cache. So:
 
 1. checks, before anything starts (one line each): a clean working tree, HEAD on the git remote, a default DVC
    remote in the committed config (a local one must be an absolute, existing folder), every -S value valid;
-2. wave 0, on the coordinator in a clone of its own: the stages every experiment shares (the `generate` stages,
-   unless the sweep changes `data*`/`datasets`) are reproduced (or restored) and pushed with their run-cache;
+2. wave 0, on the cluster: the stages every experiment shares (the `generate` stages, unless the sweep changes
+   `data*`/`datasets`), each a job of its own as in `pipeline repro --workers` (cluster_repro.run_stage), are
+   reproduced (or restored) in a clone and pushed with their run-cache. The coordinator computes nothing: on a
+   cluster it is often a login node, and the shared stages spread over the workers;
 3. one job per setting, on a worker (`run_job`, small and importable): a fresh clone at the base commit,
    `dvc exp run --pull -n NAME -S ...` with DVC_EXP_AUTO_PUSH, torch threads and cores limited to the job's share;
    the experiment ref must be on the git remote afterwards. A failed job returns its log; the others go on.
@@ -17,7 +19,7 @@ experiment refs, the default DVC remote the outputs and the run-cache. So:
    experiment, the noise-aware diff against the base commit as a one-line summary.
 
 Workers never commit and never touch the coordinator's workspace; the coordinator's workspace is not modified
-either (wave 0 runs in a clone), apart from the experiment refs it pulls and the job logs under .dvc/tmp/sweep/.
+either, apart from the experiment refs it pulls and the job logs under .dvc/tmp/sweep/.
 This module changes no number, so it is no stage's dependency.
 """
 
@@ -295,26 +297,35 @@ def run_job(git_url: str, base: str, name: str, overrides: tuple[str, ...], thre
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def prepare_shared(git_url: str, base: str, workdir: str | None = None) -> dict:
-    """Wave 0: reproduce (or restore from the remote's run-cache) the shared stages in a clone, push them and their
-    run-cache, so that no worker computes them. Same return shape as run_job."""
-    folder = Path(tempfile.mkdtemp(prefix="sweep-wave0-", dir=workdir))
-    log: list[str] = []
-    try:
-        clone = folder / "clone"
-        for args, cwd in [(["git", "clone", "-q", "--no-checkout", git_url, str(clone)], folder),
-                          (["git", "checkout", "-q", "--detach", base], clone),
-                          ([sys.executable, "-m", "dvc", "repro", "--pull", SHARED_STAGES], clone),
-                          ([sys.executable, "-m", "dvc", "push", "--run-cache"], clone)]:
-            log.append(f"$ {' '.join(args)}")
-            done = _run(args, cwd)
-            log.append((done.stdout + done.stderr).rstrip())
-            if done.returncode != 0:
-                return {"name": "wave 0", "ok": False, "log": "\n".join(log),
-                        "error": f"{' '.join(args[:4])} failed"}
-        return {"name": "wave 0", "ok": True, "log": "\n".join(log), "error": None}
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def shared_stages(root: Path) -> list[str]:
+    """The stages of wave 0 as `dvc repro` names them (`generate@sine`, ...): every stage of the SHARED_STAGES
+    group, from DVC's own graph of the workspace, which is the base commit (the tree is clean)."""
+    from pipeline.cluster_repro import stage_graph
+
+    return sorted(stage for stage in stage_graph(root) if stage.split("@", 1)[0] == SHARED_STAGES)
+
+
+def prepare_shared(client, git_url: str, base: str, stages: list[str], threads: int) -> dict:
+    """Wave 0: each shared stage a job of its own on the cluster (cluster_repro.run_stage: a clone, the stage
+    reproduced or restored from the remote's run-cache, then pushed with its run-cache), so that the stages spread
+    over the workers and no experiment computes them. Same return shape as run_job; the log holds every job's."""
+    from distributed import as_completed
+
+    from pipeline.cluster_repro import run_stage
+
+    futures = {client.submit(run_stage, git_url, base, stage, threads, key=f"wave0-{stage}", pure=False): stage
+               for stage in stages}
+    logs, errors = [], []
+    for future in as_completed(futures):
+        stage = futures[future]
+        try:
+            result = future.result()
+        except Exception as exc:  # the worker process died (killed, out of memory)
+            result = {"ok": False, "log": repr(exc), "error": f"the worker was lost: {exc}"}
+        logs.append(f"# {stage}\n{result['log']}")
+        if not result["ok"]:
+            errors.append(f"{stage}: {result['error']}")
+    return {"name": "wave 0", "ok": not errors, "log": "\n".join(logs), "error": "; ".join(errors) or None}
 
 
 # ---------------------------------------------------------------- the coordinator
@@ -386,50 +397,45 @@ def run(specs: list[str], workers: int | None, scheduler: str | None, threads: i
 
 def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, scheduler: str | None, threads: int,
              echo, root: Path) -> list[str]:
-    """Wave 0, then one Dask job per experiment; returns the names that failed. A LocalCluster starts while wave 0
-    runs (its worker processes take a couple of seconds to come up, wave 0 waits on DVC); an existing scheduler
-    is connected to first, so an unreachable one stops the sweep before wave 0 starts."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Wave 0, then one Dask job per experiment; returns the names that failed. Both run on the cluster, which is
+    reached (or started: 0.7 s for a LocalCluster of 2) first, so an unreachable scheduler stops the sweep before
+    anything starts."""
     from distributed import as_completed
 
     failed: list[str] = []
-    client = _client(workers, scheduler, threads) if scheduler else None
+    shared = [] if changes_data(todo) else shared_stages(root)
+    client = _client(workers, scheduler, threads)
+    where = scheduler or f"{workers} local workers"
     (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        starting = None if client else pool.submit(_client, workers, None, threads)
-        try:
-            if not changes_data(todo):
-                echo(f"wave 0: the shared stages ({SHARED_STAGES}) on this machine, pushed with their run-cache")
-                shared = prepare_shared(git_url, base)
-                (root / LOG_DIR / "wave0.log").write_text(shared["log"] + "\n")
-                if not shared["ok"]:
-                    raise SweepError(f"wave 0 failed ({shared['error']}); log: {LOG_DIR / 'wave0.log'}\n"
-                                     f"{tail(shared['log'])}")
-            client = client or starting.result()
-            echo(f"{len(todo)} experiment{'s' if len(todo) != 1 else ''} on "
-                 f"{scheduler or f'{workers} local workers'}, {threads} thread{'s' if threads != 1 else ''} each")
-            futures = [client.submit(run_job, git_url, base, job.name, job.overrides, threads, key=f"sweep-{job.name}",
-                                     pure=False) for job in todo]
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except Exception as exc:  # the worker process died (killed, out of memory)
-                    name = future.key.removeprefix("sweep-")
-                    result = {"name": name, "ok": False, "log": repr(exc), "error": f"the worker was lost: {exc}"}
-                log_path = LOG_DIR / f"{result['name']}.log"
-                (root / log_path).write_text(result["log"] + "\n")
-                if result["ok"]:
-                    echo(f"{result['name']}: done (log {log_path})")
-                else:
-                    failed.append(result["name"])
-                    echo(f"{result['name']}: FAILED, {result['error']} (log {log_path}); its last lines:\n"
-                         f"{tail(result['log'])}")
-        finally:
-            client = client or starting.result()  # wave 0 failed while the cluster started: close it all the same
-            client.close()
-            if scheduler is None and client.cluster is not None:
-                client.cluster.close()
+    try:
+        if shared:
+            echo(f"wave 0: the shared stages ({', '.join(shared)}) on {where}, pushed with their run-cache")
+            done = prepare_shared(client, git_url, base, shared, threads)
+            (root / LOG_DIR / "wave0.log").write_text(done["log"] + "\n")
+            if not done["ok"]:
+                raise SweepError(f"wave 0 failed ({done['error']}); log: {LOG_DIR / 'wave0.log'}\n{tail(done['log'])}")
+        echo(f"{len(todo)} experiment{'s' if len(todo) != 1 else ''} on {where}, "
+             f"{threads} thread{'s' if threads != 1 else ''} each")
+        futures = [client.submit(run_job, git_url, base, job.name, job.overrides, threads, key=f"sweep-{job.name}",
+                                 pure=False) for job in todo]
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as exc:  # the worker process died (killed, out of memory)
+                name = future.key.removeprefix("sweep-")
+                result = {"name": name, "ok": False, "log": repr(exc), "error": f"the worker was lost: {exc}"}
+            log_path = LOG_DIR / f"{result['name']}.log"
+            (root / log_path).write_text(result["log"] + "\n")
+            if result["ok"]:
+                echo(f"{result['name']}: done (log {log_path})")
+            else:
+                failed.append(result["name"])
+                echo(f"{result['name']}: FAILED, {result['error']} (log {log_path}); its last lines:\n"
+                     f"{tail(result['log'])}")
+    finally:
+        client.close()
+        if scheduler is None and client.cluster is not None:
+            client.cluster.close()
     return failed
 
 

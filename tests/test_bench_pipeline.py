@@ -223,7 +223,7 @@ def test_queue_status_is_parsed():
 # --- the cluster benchmark's reading of its commands' output ----------------------------------------------------
 
 def test_a_sweep_is_split_into_its_fan_out_and_the_fixed_part():
-    lines = [(0.5, "wave 0: the shared stages (generate) on this machine, pushed with their run-cache"),
+    lines = [(0.5, "wave 0: the shared stages (generate@sine) on 2 local workers, pushed with their run-cache"),
              (4.0, "2 experiments on 2 local workers, 1 thread each"), (30.0, "sweep-hidden7: done (log x)"),
              (34.0, "sweep-hidden8: done (log y)"), (40.0, "| Experiment | ... |")]
     figures = cb.sweep_figures(41.0, lines, ["sweep-hidden7", "sweep-hidden8"])

@@ -155,21 +155,23 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_starts(tmp_path):
     assert sh(repo, "git", "ls-remote", "origin", "refs/exps/*").stdout == ""
 
 
-def test_a_failed_wave_0_stops_the_sweep_and_closes_the_cluster_that_started_beside_it(tmp_path, monkeypatch):
-    """The LocalCluster starts while wave 0 runs: when wave 0 fails, no job is submitted, the error names its log,
-    and the cluster's worker processes are gone when the sweep returns."""
+def test_a_failed_wave_0_stops_the_sweep_and_closes_its_cluster(tmp_path, monkeypatch):
+    """Wave 0 runs on the cluster: when it fails, no experiment is submitted, the error names its log, and the
+    cluster's worker processes are gone when the sweep returns."""
     import multiprocessing
 
-    repo = make_repo(tmp_path, tiny_params())
-    monkeypatch.setattr(sweep, "prepare_shared", lambda git_url, base: {
-        "name": "wave 0", "ok": False, "log": "$ dvc repro --pull generate\nERROR: generate@sine failed",
-        "error": "dvc repro --pull generate failed"})
+    raw = tiny_params()
+    repo = make_repo(tmp_path, raw)
+    monkeypatch.setattr(sweep, "prepare_shared", lambda client, git_url, base, stages, threads: {
+        "name": "wave 0", "ok": False, "log": "# generate@sine\n$ dvc repro --pull generate@sine\nERROR: failed",
+        "error": "generate@sine: dvc repro failed"})
     lines = []
-    with pytest.raises(SweepError, match=r"^wave 0 failed \(dvc repro --pull generate failed\); log: "):
+    with pytest.raises(SweepError, match=r"^wave 0 failed \(generate@sine: dvc repro failed\); log: "):
         sweep.run(["model.hidden=5,6"], workers=2, scheduler=None, threads=1, git_remote="origin", prefix="sweep",
                   diff=False, echo=lines.append, root=repo)
-    assert lines == ["wave 0: the shared stages (generate) on this machine, pushed with their run-cache"]
-    assert (repo / ".dvc" / "tmp" / "sweep" / "wave0.log").read_text().endswith("generate@sine failed\n")
+    shared = ", ".join(f"generate@{name}" for name in sorted(raw["datasets"]))  # every dataset's, one job each
+    assert lines == [f"wave 0: the shared stages ({shared}) on 2 local workers, pushed with their run-cache"]
+    assert (repo / ".dvc" / "tmp" / "sweep" / "wave0.log").read_text().endswith("ERROR: failed\n")
     assert multiprocessing.active_children() == []
     assert sh(repo, "git", "ls-remote", "origin", "refs/exps/*").stdout == ""
 
@@ -221,7 +223,8 @@ def test_a_worker_that_dies_is_reported_as_lost_and_the_others_go_on(tmp_path, m
             os._exit(9)
         return {"name": name, "ok": True, "log": "ran", "error": None}
 
-    monkeypatch.setattr(sweep, "prepare_shared", lambda git_url, base: {"ok": True, "log": "wave 0", "error": None})
+    monkeypatch.setattr(sweep, "prepare_shared",
+                        lambda client, git_url, base, stages, threads: {"ok": True, "log": "wave 0", "error": None})
     monkeypatch.setattr(sweep, "run_job", finishes_but_hidden_6_dies)
     lines = []
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
