@@ -15,8 +15,8 @@ experiment refs, the default DVC remote the outputs and the run-cache. So:
    the experiment ref must be on the git remote afterwards. A failed job returns its log; the others go on.
    Experiments whose ref is already on the remote (same base, same name) are skipped, so a rerun redoes only
    what failed;
-4. the coordinator pulls the experiments (`dvc exp pull origin NAMES`), prints `dvc exp show` and, per
-   experiment, the noise-aware diff against the base commit as a one-line summary.
+4. the coordinator fetches the experiment refs and prints `dvc exp show` and, per experiment, the noise-aware diff
+   against the base commit as a one-line summary, while `dvc exp pull origin NAMES` brings their outputs.
 
 Workers never commit and never touch the coordinator's workspace; the coordinator's workspace is not modified
 either, apart from the experiment refs it pulls and the job logs under .dvc/tmp/sweep/.
@@ -440,18 +440,26 @@ def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, sche
 
 
 def _collect(finished: list[str], base: str, git_remote: str, diff: bool, echo, root: Path) -> None:
-    """Pull the finished experiments, print `dvc exp show` and one diff summary per experiment. The diffs are read
-    (one pass over every experiment's metrics) while `dvc exp show`, a process of its own, runs."""
-    pulled = _dvc(root, "exp", "pull", git_remote, *finished)
-    if pulled.returncode != 0:
-        echo(f"dvc exp pull failed:\n{tail(pulled.stdout + pulled.stderr)}")
-    show = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--md"], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env())
+    """Fetch the finished experiments' refs, then print `dvc exp show` and one diff summary per experiment while
+    `dvc exp pull` brings their outputs into the cache (for `dvc exp apply`): the refs alone are what the table and
+    the diffs read, so the three run side by side (two processes and this one) instead of one after the other."""
+    refs = [f"+{exp_ref(base, name)}:{exp_ref(base, name)}" for name in finished]
+    fetched = _git(root, "fetch", "-q", git_remote, *refs)
+    if fetched.returncode != 0:
+        echo(f"git fetch of the experiment refs failed:\n{tail(fetched.stdout + fetched.stderr)}")
+    started = {what: subprocess.Popen([sys.executable, "-m", "dvc", "exp", *args], cwd=root, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=tool_env())
+               for what, args in (("pull", ["pull", git_remote, *finished]),
+                                  ("show", ["show", "--only-changed", "--md"]))}
     summaries = _diff_summaries(finished, base, root) if diff else []
-    out, err = show.communicate()
+    out, err = started["show"].communicate()
     echo(out.rstrip() or err.rstrip())
     for line in summaries:
         echo(line)
+    out, err = started["pull"].communicate()
+    if started["pull"].returncode != 0:
+        echo(f"dvc exp pull failed (the outputs of the experiments are not in the cache; run `dvc exp pull "
+             f"{git_remote} NAME` again):\n{tail(out + err)}")
 
 
 def _diff_summaries(finished: list[str], base: str, root: Path) -> list[str]:
