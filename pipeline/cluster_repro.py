@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pipeline.errors import SweepError
 from pipeline.stage_job import FAILED_STEP
-from pipeline.sweep import _client, _cores_for, _dvc, check_workspace, logged_runner, tail, tool_env
+from pipeline.sweep import _client, _close, _cores_for, _dvc, check_workspace, logged_runner, tail, tool_env
 
 LOG_DIR = Path(".dvc/tmp/cluster_repro")
 
@@ -191,9 +191,7 @@ def run(workers: int | None, scheduler: str | None, threads: int | None, git_rem
                      f"restored from the run-cache, the failed ones run")
                 return len(failed)
     finally:
-        client.close()
-        if scheduler is None and client.cluster is not None:
-            client.cluster.close()
+        _close(client, scheduler)
 
     echo("coordinator: dvc repro --pull (restores every output from the run-cache, writes dvc.lock)")
     final = _dvc(root, "repro", "--pull")

@@ -398,13 +398,22 @@ def run(specs: list[str], workers: int | None, scheduler: str | None, threads: i
 def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, scheduler: str | None, threads: int,
              echo, root: Path) -> list[str]:
     """Wave 0, then one Dask job per experiment; returns the names that failed. Both run on the cluster, which is
-    reached (or started: 0.7 s for a LocalCluster of 2) first, so an unreachable scheduler stops the sweep before
-    anything starts."""
+    reached (or started: 0.7 s for a LocalCluster of 2) while DVC's graph gives the shared stages (0.5 s), so an
+    unreachable scheduler stops the sweep before anything starts."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from distributed import as_completed
 
     failed: list[str] = []
-    shared = [] if changes_data(todo) else shared_stages(root)
-    client = _client(workers, scheduler, threads)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        starting = pool.submit(_client, workers, scheduler, threads)
+        try:
+            shared = [] if changes_data(todo) else shared_stages(root)
+        except BaseException:
+            if starting.exception() is None:
+                _close(starting.result(), scheduler)
+            raise
+        client = starting.result()
     where = scheduler or f"{workers} local workers"
     (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
     try:
@@ -433,10 +442,15 @@ def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, sche
                 echo(f"{result['name']}: FAILED, {result['error']} (log {log_path}); its last lines:\n"
                      f"{tail(result['log'])}")
     finally:
-        client.close()
-        if scheduler is None and client.cluster is not None:
-            client.cluster.close()
+        _close(client, scheduler)
     return failed
+
+
+def _close(client, scheduler: str | None) -> None:
+    """The client, and the LocalCluster with its worker processes if this sweep started one."""
+    client.close()
+    if scheduler is None and client.cluster is not None:
+        client.cluster.close()
 
 
 def _collect(finished: list[str], base: str, git_remote: str, diff: bool, echo, root: Path) -> None:
