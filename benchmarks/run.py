@@ -69,6 +69,10 @@ SWEEP_SPEEDUP = 1.7
 # both of this machine's cores already trains its replica groups side by side. That third side is measured too,
 # so the table shows what two workers gain on one 2-core machine.
 CLUSTER_SIDES = {"one": (1, 1), "two": (2, 1), "one_whole": (1, None)}
+# Rounds of the sweep sides (their order reversed every other round). The median of 3 sets aside one round that
+# fell into a slow spell of the shared machine, which 2 rounds could not (at 1217e5b one 1-worker round took 221 s
+# against 151 s).
+CLUSTER_ROUNDS = 3
 
 
 STARTED = time.perf_counter()
@@ -205,7 +209,7 @@ def measure_cluster(source: Path, workdir: Path, quick: bool, repeats: int, meas
     runs: dict[str, list[dict]] = {side: [] for side in CLUSTER_SIDES}
     log("  cluster: the machine's parallel capacity (busy loops on one core, then on every core)")
     capacity = [parallel_capacity.measure()]
-    for round_ in range(1 if quick else min(repeats, 2)):
+    for round_ in range(1 if quick else min(repeats, CLUSTER_ROUNDS)):
         order = list(CLUSTER_SIDES) if round_ % 2 == 0 else list(reversed(CLUSTER_SIDES))
         for side in order:
             workers, threads = CLUSTER_SIDES[side]
