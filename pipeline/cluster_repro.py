@@ -77,11 +77,16 @@ def stage_graph(root: Path) -> dict[str, set[str]]:
         path = os.path.relpath(stage.path, root.resolve())
         return stage.name if path == "dvc.yaml" else f"{path}:{stage.name}"
 
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph
-        runnable = {stage for stage in graph.nodes if getattr(stage, "cmd", None) and getattr(stage, "name", None)}
-        return {address(stage): {address(up) for up in graph.successors(stage) if up in runnable}
-                for stage in runnable}
+    from dvc.exceptions import DvcException
+
+    try:
+        with Repo(str(root)) as repo:
+            graph = repo.index.graph
+            runnable = {stage for stage in graph.nodes if getattr(stage, "cmd", None) and getattr(stage, "name", None)}
+            return {address(stage): {address(up) for up in graph.successors(stage) if up in runnable}
+                    for stage in runnable}
+    except DvcException as exc:  # a dvc.yaml DVC cannot read: say so before any job starts
+        raise ClusterReproError(f"DVC cannot read the stages: {str(exc).strip().splitlines()[0]}") from None
 
 
 # ---------------------------------------------------------------- the job (worker side)

@@ -155,6 +155,24 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_starts(tmp_path):
     assert sh(repo, "git", "ls-remote", "origin", "refs/exps/*").stdout == ""
 
 
+def test_a_dvc_yaml_dvc_cannot_read_is_one_line_and_the_cluster_that_was_starting_is_closed(tmp_path):
+    """The shared stages come from DVC's graph while the LocalCluster starts: a committed dvc.yaml that DVC refuses
+    stops the sweep with DVC's reason, before any job, and leaves no worker process behind."""
+    import multiprocessing
+
+    repo = make_repo(tmp_path, tiny_params())
+    text = (repo / "dvc.yaml").read_text()
+    (repo / "dvc.yaml").write_text(text.replace("${item}", "${no_such_var}", 1))
+    sh(repo, "git", "commit", "-qam", "a broken interpolation")
+    sh(repo, "git", "push", "-q", "origin", "main")
+    lines = []
+    with pytest.raises(SweepError, match=r"^DVC cannot read the stages: .*no_such_var"):
+        sweep.run(["model.hidden=5,6"], workers=2, scheduler=None, threads=1, git_remote="origin", prefix="sweep",
+                  diff=False, echo=lines.append, root=repo)
+    assert lines == [] and not (repo / ".dvc" / "tmp" / "sweep").exists()
+    assert multiprocessing.active_children() == []
+
+
 def test_a_failed_wave_0_stops_the_sweep_and_closes_its_cluster(tmp_path, monkeypatch):
     """Wave 0 runs on the cluster: when it fails, no experiment is submitted, the error names its log, and the
     cluster's worker processes are gone when the sweep returns."""
