@@ -82,6 +82,17 @@ def median_sweep(runs: list[dict]) -> dict:
             "experiments_per_minute": 60 * first["experiments"] / seconds, "runs": list(runs)}
 
 
+def paired_ratio(slow: list[dict], fast: list[dict]) -> dict:
+    """How many times faster `fast` ran than `slow`, from runs paired by round (the i-th of each ran minutes apart):
+    the median of the per-round ratios of seconds, with those ratios. A shared machine drifts between rounds (one
+    1-worker round took 221 s against 151 s the round before); a ratio within a round sees both sides in the same
+    spell, where a ratio of the sides' medians can pair a slow round of one side with a quick round of the other."""
+    if not slow or len(slow) != len(fast):
+        raise ValueError(f"paired runs needed, got {len(slow)} and {len(fast)}")
+    rounds = [a["seconds"] / b["seconds"] for a, b in zip(slow, fast)]
+    return {"ratio": statistics.median(rounds), "rounds": rounds}
+
+
 def matrix_figures(wall: float, lines: list[tuple[float, str]]) -> dict:
     """From a matrix repro's timestamped output: stages, waves, threads per job, seconds in all, seconds until
     the coordinator's final `dvc repro --pull` starts (the waves) and after. Raises if the coordinator had to

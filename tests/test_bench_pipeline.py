@@ -64,7 +64,8 @@ def synthetic() -> dict:
                                                           "sine/lstm": {"one": 3.0, "many": 7.6, "ratio": 7.6 / 3}}}},
         "sweeps": {"experiments": 4, "j1": {"experiments_per_minute": 2.0}, "j2": {"experiments_per_minute": 3.0},
                    "ratio": math.nan},
-        "cluster": {"sweep": {"experiments": 4, "ratio": 1.7, "fanout_ratio": 1.9, "whole_ratio": 0.99,
+        "cluster": {"sweep": {"experiments": 4, "ratio": 1.7, "round_ratios": [1.6, 1.7, 1.8], "fanout_ratio": 1.9,
+                              "whole_ratio": 0.99,
                               "capacity": 1.9,
                               "one": {"experiments_per_minute": 1.0}, "two": {"experiments_per_minute": 1.7},
                               "one_whole": {"experiments_per_minute": 1.72}},
@@ -244,6 +245,18 @@ def test_a_sweep_side_is_the_median_of_its_runs():
     assert (side["seconds"], side["fanout_seconds"], side["fixed_seconds"]) == (210.0, 190.0, 30.0)
     assert side["experiments_per_minute"] == pytest.approx(60 * 4 / 210.0)
     assert side["runs"] == runs and (side["workers"], side["threads"]) == (1, 1)
+
+
+def test_a_speed_up_is_the_median_of_its_rounds_ratios():
+    """Round 2 fell into a slow spell for the 1-worker side only: the per-round ratios keep it to one round, where
+    the ratio of the sides' medians (200 s / 100 s = 2.0) would pair rounds that ran minutes apart."""
+    slow = [{"seconds": s} for s in (150.0, 240.0, 200.0)]
+    fast = [{"seconds": s} for s in (90.0, 100.0, 125.0)]
+    paired = cb.paired_ratio(slow, fast)
+    assert paired["rounds"] == pytest.approx([150 / 90, 2.4, 1.6])
+    assert paired["ratio"] == pytest.approx(150 / 90)
+    with pytest.raises(ValueError, match="paired runs needed, got 3 and 2"):
+        cb.paired_ratio(slow, fast[:2])
 
 
 def test_a_matrix_repro_counts_only_when_its_coordinator_ran_nothing():
