@@ -34,7 +34,8 @@ from pathlib import Path
 
 from pipeline.errors import SweepError
 from pipeline.stage_job import FAILED_STEP
-from pipeline.sweep import _client, _close, _cores_for, _dvc, check_workspace, logged_runner, tail, tool_env
+from pipeline.sweep import (_client, _close, _cores_for, _dvc, check_workspace, logged_runner, outcome, tail,
+                            tool_env)
 
 LOG_DIR = Path(".dvc/tmp/cluster_repro")
 
@@ -173,11 +174,7 @@ def run(workers: int | None, scheduler: str | None, threads: int | None, git_rem
                        stage for stage in wave}
             for future in as_completed(futures):
                 stage = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # the worker process died (killed, out of memory)
-                    result = {"stage": stage, "ok": False, "ran": [], "log": repr(exc),
-                              "error": f"the worker was lost: {exc}"}
+                result = outcome(future, stage=stage, ran=[])
                 log_path = LOG_DIR / _log_name(stage)
                 (root / log_path).write_text(result["log"] + "\n")
                 if not result["ok"]:

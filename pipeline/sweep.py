@@ -318,10 +318,7 @@ def prepare_shared(client, git_url: str, base: str, stages: list[str], threads: 
     logs, errors = [], []
     for future in as_completed(futures):
         stage = futures[future]
-        try:
-            result = future.result()
-        except Exception as exc:  # the worker process died (killed, out of memory)
-            result = {"ok": False, "log": repr(exc), "error": f"the worker was lost: {exc}"}
+        result = outcome(future)
         logs.append(f"# {stage}\n{result['log']}")
         if not result["ok"]:
             errors.append(f"{stage}: {result['error']}")
@@ -428,11 +425,7 @@ def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, sche
         futures = [client.submit(run_job, git_url, base, job.name, job.overrides, threads, key=f"sweep-{job.name}",
                                  pure=False) for job in todo]
         for future in as_completed(futures):
-            try:
-                result = future.result()
-            except Exception as exc:  # the worker process died (killed, out of memory)
-                name = future.key.removeprefix("sweep-")
-                result = {"name": name, "ok": False, "log": repr(exc), "error": f"the worker was lost: {exc}"}
+            result = outcome(future, name=future.key.removeprefix("sweep-"))
             log_path = LOG_DIR / f"{result['name']}.log"
             (root / log_path).write_text(result["log"] + "\n")
             if result["ok"]:
@@ -444,6 +437,15 @@ def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, sche
     finally:
         _close(client, scheduler)
     return failed
+
+
+def outcome(future, **identity) -> dict:
+    """A finished job's result; when its worker process died (killed, out of memory, its machine gone) the job never
+    returned one, and this is a failed result saying so, with `identity` (its name or stage) filled in."""
+    try:
+        return future.result()
+    except Exception as exc:
+        return {**identity, "ok": False, "log": repr(exc), "error": f"the worker was lost: {exc}"}
 
 
 def _close(client, scheduler: str | None) -> None:
