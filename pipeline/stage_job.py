@@ -18,8 +18,11 @@ job's log. This module changes no number, so it is no stage's dependency.
 
 import sys
 
-FAILED_STEP = {1: "dvc repro failed", 2: "dvc push --run-cache failed",
-               3: "pushing the outputs of its run-cache entry failed"}
+# Exit statuses of their own: Python exits with 1 on an uncaught exception and 2 on a usage error, which must not
+# read as a failed step.
+REPRO_FAILED, PUSH_FAILED, OUTPUTS_FAILED, USAGE = 11, 12, 13, 2
+FAILED_STEP = {REPRO_FAILED: "dvc repro failed", PUSH_FAILED: "dvc push --run-cache failed",
+               OUTPUTS_FAILED: "pushing the outputs of its run-cache entry failed"}
 
 
 def push_entry_outputs(stage_name: str) -> tuple[int, int]:
@@ -42,16 +45,20 @@ def main(argv: list[str]) -> int:
 
     if len(argv) != 1:
         print("usage: python -m pipeline.stage_job STAGE", file=sys.stderr)
-        return 1
+        return USAGE
     stage = argv[0]
-    for status, args in ((1, ["repro", "--pull", stage]), (2, ["push", "--run-cache", stage])):
+    for status, args in ((REPRO_FAILED, ["repro", "--pull", stage]), (PUSH_FAILED, ["push", "--run-cache", stage])):
         print(f"$ dvc {' '.join(args)}", flush=True)
         if dvc(args) != 0:
             return status
     print("$ (push the outputs of the stage's run-cache entry)", flush=True)
-    pushed, failed = push_entry_outputs(stage)
+    try:
+        pushed, failed = push_entry_outputs(stage)
+    except Exception as exc:  # the remote refused, DVC's internals changed: the job's log says which
+        print(f"ERROR: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return OUTPUTS_FAILED
     print(f"{pushed} objects of the run-cache entry's outputs pushed, {failed} failed", flush=True)
-    return 3 if failed else 0
+    return OUTPUTS_FAILED if failed else 0
 
 
 if __name__ == "__main__":

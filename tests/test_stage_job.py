@@ -32,7 +32,8 @@ def test_the_steps_run_in_order_and_succeed(dvc_calls, capsys):
     assert "4 objects of the run-cache entry's outputs pushed, 0 failed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("failing, status, steps", [("repro", 1, 1), ("push", 2, 2)])
+@pytest.mark.parametrize("failing, status, steps", [("repro", stage_job.REPRO_FAILED, 1),
+                                                    ("push", stage_job.PUSH_FAILED, 2)])
 def test_a_failed_dvc_step_stops_the_job_with_its_own_status(dvc_calls, failing, status, steps):
     calls, state = dvc_calls
     state["status"] = {failing: 1}
@@ -44,11 +45,25 @@ def test_a_failed_dvc_step_stops_the_job_with_its_own_status(dvc_calls, failing,
 def test_objects_that_fail_to_push_fail_the_job(dvc_calls):
     _, state = dvc_calls
     state["pushed"] = (3, 1)
-    assert stage_job.main(["evaluate@sine"]) == 3
-    assert stage_job.FAILED_STEP[3] == "pushing the outputs of its run-cache entry failed"
+    assert stage_job.main(["evaluate@sine"]) == stage_job.OUTPUTS_FAILED
+    assert stage_job.FAILED_STEP[stage_job.OUTPUTS_FAILED] == "pushing the outputs of its run-cache entry failed"
+
+
+def test_an_exception_while_pushing_the_outputs_is_that_step_failing_not_a_crash(dvc_calls, monkeypatch, capsys):
+    """Python exits with 1 on an uncaught exception; the job names the step instead, and logs the reason."""
+    def refused(stage):
+        raise PermissionError("storage is read-only")
+
+    monkeypatch.setattr(stage_job, "push_entry_outputs", refused)
+    assert stage_job.main(["evaluate@sine"]) == stage_job.OUTPUTS_FAILED
+    assert "ERROR: PermissionError: storage is read-only" in capsys.readouterr().err
+
+
+def test_no_step_status_is_one_python_uses_for_itself():
+    assert not {1, 2} & set(stage_job.FAILED_STEP)
 
 
 def test_a_job_without_exactly_one_stage_is_refused(dvc_calls, capsys):
     calls, _ = dvc_calls
-    assert stage_job.main([]) == 1 and stage_job.main(["a", "b"]) == 1
+    assert stage_job.main([]) == stage_job.USAGE and stage_job.main(["a", "b"]) == stage_job.USAGE
     assert calls == [] and "usage: python -m pipeline.stage_job STAGE" in capsys.readouterr().err
