@@ -116,11 +116,7 @@ def profile(base: Mapping, datasets: Iterable[str], models: Iterable[str], epoch
     the run is the real pipeline, only shorter."""
     raw = copy.deepcopy(dict(base))
     raw["datasets"] = list(datasets)
-    free = raw.get("free_running") or {"datasets": [], "models": {}}
-    if "free_running" in raw:  # only these datasets and models, also among the free-running ones
-        raw["free_running"] = {"datasets": [d for d in free["datasets"] if d in datasets],
-                               "models": {name: free["models"][name] for name in models if name in free["models"]}}
-    raw["models"] = {name: raw["models"].get(name, {}) for name in models if name not in free["models"]}
+    raw["models"] = {name: raw["models"].get(name, {}) for name in models}
     raw["train"]["epochs"] = epochs
     for entry in raw["data"].values():
         if "epochs" in entry.get("train", {}):
@@ -147,10 +143,9 @@ def clone(source_repo: Path, target: Path) -> Path:
 
 
 def pairs(raw: Mapping) -> int:
-    """(dataset, model) pairs the params run: each is one train stage (evaluation is one stage per dataset).
-    The free-running variants run on their own datasets only."""
-    free = raw.get("free_running") or {"datasets": [], "models": {}}
-    return len(raw["datasets"]) * len(raw["models"]) + len(free["datasets"]) * len(free["models"])
+    """(dataset, model) train stages the params make: every listed dataset with every model (a variant whose own
+    `datasets:` leaves a dataset out writes a not-run record there; evaluation is one stage per dataset)."""
+    return len(raw["datasets"]) * len(raw["models"])
 
 
 # --- full and no-op repro -----------------------------------------------------------------------------------------
@@ -164,7 +159,7 @@ def stage_seconds(lines: list[tuple[float, str]], wall: float) -> dict[str, floa
 
 
 def by_group(per_stage: Mapping[str, float]) -> dict[str, dict]:
-    """Sum the per-stage seconds by stage group (`train@sine-gru` and `train_fr@ramp-rnn_fr` -> train), in
+    """Sum the per-stage seconds by stage group (`train@sine-gru` -> train), in
     pipeline order."""
     groups = {group: {"stages": 0, "seconds": 0.0} for group in STAGE_GROUPS}
     for name, seconds in per_stage.items():

@@ -24,9 +24,6 @@ def _load(params_path: str, dataset: str | None = None, model: str | None = None
                           f"({', '.join(params.datasets)})")
     if model is not None:
         params.variant(model)
-        if dataset is not None and model not in params.models_on(dataset):
-            raise ParamsError(f"model '{model}' is a free_running variant, which runs on free_running.datasets "
-                              f"({', '.join(params.free_running_datasets)}) only, not on '{dataset}'")
     return params
 
 
@@ -129,6 +126,9 @@ def check(params_path: str) -> None:
     pairs = sum(len(params.models_on(ds)) for ds in params.datasets)
     click.echo(f"{params_path}: OK ({len(params.datasets)} datasets, {len(params.models)} models, "
                f"{pairs} pairs, device {params.device})")
+    for name in params.runs_nowhere():
+        click.echo(f"note: models.{name} runs on none of the listed datasets (its datasets: "
+                   f"{', '.join(params.models[name].datasets)}); its train stages write a not-run record")
 
 
 @cli.command()

@@ -23,6 +23,7 @@ MODEL_KINDS = ("concat", "elman", "gru", "linear", "lstm", "persistence", "rnn")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 GATED = ("lstm", "gru")  # the kinds with a gate that keeps the old state (model.forget_bias)
+MODEL_KINDS_LEARNED = GATED + ("rnn", "elman", "concat")  # trained by gradients (the others are closed-form)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,7 @@ class ModelSpec:
     hidden: int
     layers: int
     forget_bias: float | None = None
+    datasets: tuple[str, ...] | None = None  # `models.<name>.datasets`: the only datasets it runs on; None: all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,16 +106,19 @@ class Params:
     evaluate: EvalParams
     model_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # models.<name>.train
     data_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # data.<name>.train
-    # free_running.models (also in `models` above, by name) run on free_running.datasets only
-    free_running_models: tuple[str, ...] = ()
-    free_running_datasets: tuple[str, ...] = ()
 
     def models_on(self, dataset: str) -> list[str]:
-        """The variants that train on `dataset`: every `models:` entry, then the free-running ones where that
-        dataset is among `free_running.datasets`. The leaderboard and the figures list these."""
-        fr = set(self.free_running_models)
-        return [m for m in self.models
-                if m not in fr or dataset in self.free_running_datasets]
+        """The variants that run on `dataset`: every `models:` entry but those whose `datasets:` leaves it out.
+        Evaluation, the figures and the leaderboard list these."""
+        return [m for m, spec in self.models.items() if spec.datasets is None or dataset in spec.datasets]
+
+    def free_running(self, name: str) -> bool:
+        """Whether a variant trains on its own fed-back predictions (its `train.rollout_steps` > 0)."""
+        return bool(self.model_train.get(name, {}).get("rollout_steps", self.train.rollout_steps))
+
+    def runs_nowhere(self) -> list[str]:
+        """The variants with a `datasets:` of which `datasets:` lists none (e.g. after narrowing `datasets:`)."""
+        return [m for m in self.models if not any(m in self.models_on(ds) for ds in self.datasets)]
 
     def dataset(self, name: str) -> Any:
         if name not in self.data:
@@ -135,8 +140,12 @@ class Params:
         return dataclasses.replace(self.train, **overrides) if overrides else self.train
 
 
-SECTIONS = ("seed", "data_seed", "device", "threads", "datasets", "models", "free_running", "data", "model", "train",
-            "evaluate")
+SECTIONS = ("seed", "data_seed", "device", "threads", "datasets", "models", "data", "model", "train", "evaluate")
+# `free_running:` held the variants trained on their own rollouts, with the datasets they ran on, in a stage matrix
+# of its own; narrowing `datasets:` could not narrow that matrix (DVC cannot filter one). Those variants are now
+# `models:` entries with `datasets:`; a section without models is still accepted, one with models is told where
+# they went.
+RETIRED = ("free_running",)
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -158,8 +167,12 @@ def load(path: str | Path = "params.yaml") -> Params:
 def parse(raw: Any) -> Params:
     raw = require_mapping("the file", raw)
     for key in raw:
-        if key not in SECTIONS:
+        if key not in SECTIONS + RETIRED:
             raise SchemaError(f"unknown key '{key}'; expected one of: {', '.join(SECTIONS)}")
+    retired = raw.get("free_running")
+    if retired and (not isinstance(retired, dict) or set(retired) - {"datasets", "models"} or retired.get("models")):
+        fail("free_running", "is no longer a section: move each of its models into `models:` with the datasets "
+             "it runs on, e.g. `rnn_fr: {kind: rnn, datasets: [sincos, ramp], train: {rollout_steps: 10}}`")
     for key in SECTIONS:
         if key not in raw:
             raise SchemaError(f"missing key '{key}'; add it (the README lists every setting)")
@@ -175,55 +188,49 @@ def parse(raw: Any) -> Params:
     model = build(ModelParams, raw["model"], "model")
     train = build(TrainParams, raw["train"], "train")
     data, kinds, data_train = _parse_data(raw["data"], train)
-    models, model_train = _parse_models(raw["models"], model, train)
+    models, model_train = _parse_models(raw["models"], model, train, kinds)
     listed = _parse_datasets(raw["datasets"], data)
-    fr_datasets, fr_models, fr_train = _parse_free_running(raw["free_running"], listed, kinds, models, model,
-                                                            train)
-    return Params(
+    params = Params(
         seed=seed, data_seed=raw["data_seed"], device=device, threads=threads,
-        datasets=listed, models={**models, **fr_models}, data=data, data_kinds=kinds, model=model, train=train,
+        datasets=listed, models=models, data=data, data_kinds=kinds, model=model, train=train,
         evaluate=build(EvalParams, raw["evaluate"], "evaluate"),
-        model_train={**model_train, **fr_train}, data_train=data_train,
-        free_running_models=tuple(fr_models), free_running_datasets=fr_datasets,
+        model_train=model_train, data_train=data_train,
     )
+    _check_rollouts(params)
+    return params
 
 
-def _parse_free_running(raw: Any, listed: tuple[str, ...], kinds: dict[str, str], others: dict[str, ModelSpec],
-                        shared: ModelParams, train: TrainParams
-                        ) -> tuple[tuple[str, ...], dict[str, ModelSpec], dict[str, dict[str, Any]]]:
-    """`free_running:` holds the variants that train on their own fed-back predictions and the datasets they run
-    on. A section of its own because DVC's stage matrix crosses every dataset with every model and cannot leave
-    a pair out, and the memory tasks cannot be rolled out: these variants get a matrix of their own
-    (dvc.yaml's train_fr) over the datasets that can; each dataset's evaluate stage scores them with the others."""
-    raw = require_mapping("free_running", raw)
-    for key in raw:
-        if key not in ("datasets", "models"):
-            fail("free_running", f"has an unknown key '{key}'; it holds `datasets:` and `models:`")
-    names = raw.get("datasets") or []
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        fail("free_running.datasets", f"must be a list of dataset names, got {shown(names)}")
-    for name in names:
-        if name not in listed:
-            fail("free_running.datasets", f"lists {shown(name)}, which `datasets:` does not; add it there or "
-                 f"choose from: {', '.join(listed)}")
-        if not KINDS.get(kinds[name]).rolls_out:
-            fail("free_running.datasets", f"lists {shown(name)}, a {kinds[name]} dataset, which cannot be rolled "
-                 "out (its target is not its next value); remove it from this list")
-    if len(set(names)) != len(names):
-        fail("free_running.datasets", f"lists a dataset twice: {names}")
-    models, overrides = _parse_models(raw.get("models") or {}, shared, train, section="free_running.models",
-                                      allow_empty=True)
-    for name, spec in models.items():
-        if spec.kind not in GATED + ("rnn", "elman", "concat"):
-            fail(f"free_running.models.{name}", f"is a {spec.kind}, a closed-form baseline with nothing to train "
-                 "on its rollouts; list it under `models:`")
-        if name in others:
-            fail(f"free_running.models.{name}", "has the name of a `models:` entry; give it its own name")
-        steps = overrides.get(name, {}).get("rollout_steps", train.rollout_steps)
-        if not steps:
-            fail(f"free_running.models.{name}.train.rollout_steps", "must be > 0 here (these variants train on "
-                 "their own rollouts); a teacher-forced variant belongs under `models:`")
-    return tuple(names), models, overrides
+def _check_rollouts(params: Params) -> None:
+    """A pair that would train on its rollouts where the data has none is one line now, not a failed train
+    stage after DVC has deleted its outputs."""
+    for ds in params.datasets:
+        if KINDS.get(params.data_kinds[ds]).rolls_out:
+            continue
+        for name in params.models_on(ds):
+            if params.models[name].kind in MODEL_KINDS_LEARNED and params.training(ds, name).rollout_steps:
+                fail(f"models.{name}", f"trains on its rollouts (train.rollout_steps) but {ds} cannot be rolled "
+                     f"out (its target is not its next value); give it `datasets:` without {ds}, or set "
+                     f"data.{ds}.train.rollout_steps: 0")
+
+
+def _parse_variant_datasets(raw: Any, key: str, kind: str, rollout_steps: int, kinds: dict[str, str]
+                            ) -> tuple[str, ...] | None:
+    """`models.<name>.datasets`: the datasets a variant runs on, of those `datasets:` lists. Names must be
+    `data:` entries (not necessarily listed, so that narrowing `datasets:` never makes a variant invalid); a
+    variant trained on its own rollouts may name only datasets that can be rolled out."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        fail(key, f"must be a list of data.<name> entries, got {shown(raw)}")
+    for name in raw:
+        if name not in kinds:
+            fail(key, f"lists {shown(name)}, which no data: entry names; choose from: {', '.join(sorted(kinds))}")
+        if rollout_steps and not KINDS.get(kinds[name]).rolls_out:
+            fail(key, f"lists {shown(name)}, a {kinds[name]} dataset, which cannot be rolled out (its target is "
+                 f"not its next value), but this {kind} trains on its rollouts (train.rollout_steps); remove it")
+    if len(set(raw)) != len(raw):
+        fail(key, f"lists a dataset twice: {raw}")
+    return tuple(raw)
 
 
 def _train_override(raw: Any, key: str, train: TrainParams) -> dict[str, Any]:
@@ -265,16 +272,17 @@ def _parse_datasets(raw: Any, data: dict[str, Any]) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def _parse_models(raw: Any, shared: ModelParams, train: TrainParams, section: str = "models",
-                  allow_empty: bool = False) -> tuple[dict[str, ModelSpec], dict[str, dict[str, Any]]]:
+def _parse_models(raw: Any, shared: ModelParams, train: TrainParams, kinds: dict[str, str]
+                  ) -> tuple[dict[str, ModelSpec], dict[str, dict[str, Any]]]:
+    section = "models"
     raw = require_mapping(section, raw)
-    if not raw and not allow_empty:
+    if not raw:
         fail(section, "must name at least one model, e.g. `lstm: {}`")
     models, overrides = {}, {}
     for name, entry in raw.items():
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             fail(section, f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
-        variant = build(VariantParams, entry, f"{section}.{name}", ignore=("train",))
+        variant = build(VariantParams, entry, f"{section}.{name}", ignore=("train", "datasets"))
         kind = variant.kind or name
         if kind not in MODEL_KINDS:
             where = f"{section}.{name}.kind" if variant.kind else f"{section}.{name}"
@@ -283,10 +291,16 @@ def _parse_models(raw: Any, shared: ModelParams, train: TrainParams, section: st
         if variant.forget_bias is not None and kind not in GATED:
             fail(f"{section}.{name}.forget_bias", f"applies to lstm and gru variants only; this one is a {kind}")
         forget_bias = variant.forget_bias if variant.forget_bias is not None else shared.forget_bias
-        models[name] = ModelSpec(name, kind, variant.hidden or shared.hidden, variant.layers or shared.layers,
-                                 forget_bias if kind in GATED else None)
-        override = _train_override(require_mapping(f"{section}.{name}", entry).get("train"),
-                                   f"{section}.{name}.train", train)
+        entry = require_mapping(f"{section}.{name}", entry)
+        override = _train_override(entry.get("train"), f"{section}.{name}.train", train)
         if override:
             overrides[name] = override
+        learned = kind in MODEL_KINDS_LEARNED  # a baseline ignores `train:`'s rollout_steps
+        steps = override.get("rollout_steps", train.rollout_steps) if learned else 0
+        if override.get("rollout_steps") and not learned:
+            fail(f"{section}.{name}.train.rollout_steps", f"applies to learned variants only; this one is a "
+                 f"{kind}, a closed-form baseline with nothing to train on its rollouts")
+        runs_on = _parse_variant_datasets(entry.get("datasets"), f"{section}.{name}.datasets", kind, steps, kinds)
+        models[name] = ModelSpec(name, kind, variant.hidden or shared.hidden, variant.layers or shared.layers,
+                                 forget_bias if kind in GATED else None, runs_on)
     return models, overrides

@@ -175,7 +175,7 @@ def twin(params: Params, name: str) -> str | None:
     spec = params.models[name]
     same = (spec.kind, spec.hidden, spec.layers, spec.forget_bias)
     return next((m for m, s in params.models.items()
-                 if m not in params.free_running_models and m not in params.model_train
+                 if not params.free_running(m) and m not in params.model_train
                  and (s.kind, s.hidden, s.layers, s.forget_bias) == same), None)
 
 
@@ -184,7 +184,7 @@ def twin_notes(params: Params, ds: str, paths: Paths) -> list[str]:
     the exact rank test over their replicas (the test `python -m pipeline diff` uses)."""
     notes = []
     for m in params.models_on(ds):
-        other = twin(params, m) if m in params.free_running_models else None
+        other = twin(params, m) if params.free_running(m) else None
         if other is None:
             continue
         mine, theirs = _read_eval(paths, ds, m), _read_eval(paths, ds, other)

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline import baselines
 from pipeline.files import checkpoints, datasets
-from pipeline.learning import processes
+from pipeline.learning import numerics, processes
 from pipeline.files.artifacts import Paths, guaranteed, write_csv, write_json
 from pipeline.learning.history import History
 from pipeline.errors import ParamsError
@@ -40,6 +40,8 @@ def replica_seed(seed: int, replica: int) -> int:
 def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -> dict:
     """Dataset file in; checkpoint (every replica), metrics JSON and loss-curve CSV out."""
     spec = params.variant(model_name)
+    if model_name not in params.models_on(dataset):
+        return _not_run(params, dataset, model_name, paths)
     data = datasets.load(paths.dataset(dataset))
     shape = checkpoints.Shape(input_size=data.meta["n_features"], output_size=data.y_train.shape[-1],
                               window=data.meta["window"], hidden=spec.hidden, layers=spec.layers)
@@ -67,8 +69,22 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -
     else:
         state = "done,"
     replicas = f" (median of {len(histories)} replicas)" if len(histories) > 1 else ""
+    where = f"{device} ({numerics.mode()})" if device == "cpu" and seeds else device
     print(f"{label}: {state} best val loss {metrics['best_val_loss']:.4g}{replicas} at epoch "
-          f"{metrics['best_epoch']:g} in {seconds:.1f}s on {device}")
+          f"{metrics['best_epoch']:g} in {seconds:.1f}s on {where}")
+    return metrics
+
+
+def _not_run(params: Params, dataset: str, model_name: str, paths: Paths) -> dict:
+    """A variant whose `datasets:` leaves this dataset out: its stage exists (DVC's matrix crosses every dataset
+    with every model) but trains nothing; its outputs say so, and evaluation and the report skip the pair."""
+    reason = (f"models.{model_name}.datasets is {', '.join(params.models[model_name].datasets)}, "
+              f"without {dataset}")
+    checkpoints.save_not_run(paths.checkpoint(dataset, model_name), reason)
+    metrics = {"not_run": reason}
+    write_json(paths.train_metrics(dataset, model_name), metrics)
+    write_csv(paths.train_curve(dataset, model_name), ["epoch", "replica", "train_loss", "val_loss"], [])
+    print(f"train {dataset}/{model_name}: not run here ({reason}); wrote a not-run record")
     return metrics
 
 
@@ -80,8 +96,8 @@ def check_free_running(cfg: TrainParams, data: datasets.Dataset, dataset: str) -
         return
     if not data.has_rollout:
         raise ParamsError(f"params.yaml: train.rollout_steps is {steps} for data.{dataset}, which cannot be rolled "
-                          f"out (its target is not its next value); list the variant under free_running: (it then "
-                          f"runs on free_running.datasets only) or set data.{dataset}.train.rollout_steps: 0")
+                          f"out (its target is not its next value); give the variant `datasets:` without it "
+                          f"(models.<name>.datasets) or set data.{dataset}.train.rollout_steps: 0")
     longest = min(data.longest_continuation(split) for split in ("train", "val"))
     if longest < steps:
         raise ParamsError(f"params.yaml: train.rollout_steps is {steps} but data.{dataset}'s training and "

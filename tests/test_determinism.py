@@ -12,7 +12,10 @@ OPENBLAS_CORETYPE or any other kernel selection: the machine's settings are left
 
 import ast
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ from pipeline import evaluation, generate, inference, params, training
 from pipeline.learning import models
 from pipeline.files.artifacts import Paths, guaranteed, significant
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, source_env, tiny_params, use_datasets, write_params
 
 
 def reference_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,7 +63,7 @@ def trained(tmp_path_factory) -> tuple[params.Params, Path]:
     """A tiny project: datasets generated and learned pairs trained once (3 replicas each)."""
     root = tmp_path_factory.mktemp("project")
     raw = tiny_params()
-    raw["free_running"] = {"datasets": [], "models": {}}  # every model here runs on every dataset
+    raw["models"].pop("rnn_fr")  # every model here runs on every dataset
     loaded = params.parse(raw)
     for ds in DATASETS:
         generate.run(loaded, ds, Paths(root))
@@ -188,3 +191,79 @@ def test_the_portable_modules_call_no_kernel_dependent_function(module):
             if node.attr in KERNEL_DEPENDENT and (library or node.attr == "dot"):  # np.tanh, a.dot(b)
                 found.append(f"line {node.lineno}: .{node.attr}")
     assert found == []
+
+
+# --- training: MKL's numerical mode (issue 30) ----------------------------------------------------------------
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+# The settings under which a train stage must give the same checkpoint as under the pinned mode: a CPU whose best
+# is AVX2, as far as one can be played here (MKL limited to AVX2; ATen's AVX2 build, which is the pin), and
+# MKL_DEBUG_CPU_TYPE, which users try and this MKL (2024.2) ignores. ATEN_CPU_CAPABILITY=avx512 or default is a
+# choice against the pin (the GRU trains other weights there; pipeline/learning/numerics.py).
+VARIATIONS = [{}, {"ATEN_CPU_CAPABILITY": "avx2"}, {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, {"MKL_DEBUG_CPU_TYPE": "5"},
+              {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}]
+
+
+@pytest.fixture(scope="module")
+def mkl_project(tmp_path_factory) -> Path:
+    """A project with one small sine, enough hidden units (16) and epochs (5) for MKL's code paths to round
+    differently (its AVX-512 and AVX2 paths give other checkpoints here when the mode is not pinned)."""
+    root = tmp_path_factory.mktemp("mkl")
+    raw = use_datasets(tiny_params(), ["sine"])
+    raw["model"]["hidden"], raw["train"]["epochs"] = 16, 5
+    write_params(root, raw)
+    (root / "data" / "raw").mkdir(parents=True)
+    generate.run(params.parse(raw), "sine", Paths(root))
+    return root
+
+
+def train_in_subprocess(root: Path, model: str, env: dict[str, str]) -> tuple[bytes, str]:
+    """`python -m pipeline train sine MODEL` as DVC runs it, in a fresh process (MKL reads its mode once, at
+    start-up), with MKL_CBWR removed from the environment unless `env` sets it; the checkpoint and the output."""
+    base = {k: v for k, v in source_env().items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY",
+                                                                 "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE")}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "train", "sine", model], cwd=root,
+                          env={**base, **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return (root / "data" / "models" / "sine" / f"{model}.npz").read_bytes(), done.stdout
+
+
+@pytest.mark.parametrize("model", ["elman", "gru"])
+def test_training_is_byte_identical_whatever_kernels_the_cpu_offers(mkl_project, model):
+    reference, _ = train_in_subprocess(mkl_project, model, {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
+    for variation in VARIATIONS:
+        checkpoint, _ = train_in_subprocess(mkl_project, model, variation)
+        assert checkpoint == reference, f"{model}: another checkpoint under {variation or 'no setting'}"
+
+
+@pytest.mark.skipif("avx2" not in _cpu_flags(), reason="the pin applies to CPUs with AVX2")
+def test_the_pinned_mode_is_in_force_inside_the_train_stage(mkl_project):
+    """The stage says which mode it ran in, a user's own setting is kept, and (on a CPU whose own choice is
+    another path, AVX-512) the pin is what makes the checkpoint: without either half of it the weights differ."""
+    pinned, said = train_in_subprocess(mkl_project, "gru", {})
+    assert said.rstrip().endswith("on cpu (MKL_CBWR=AVX2, ATEN_CPU_CAPABILITY=avx2)"), said
+    own_mkl, said = train_in_subprocess(mkl_project, "gru", {"MKL_CBWR": "AUTO"})
+    assert said.rstrip().endswith("on cpu (MKL_CBWR=AUTO, ATEN_CPU_CAPABILITY=avx2)"), said
+    own_aten, said = train_in_subprocess(mkl_project, "gru", {"ATEN_CPU_CAPABILITY": "avx512"})
+    assert said.rstrip().endswith("on cpu (MKL_CBWR=AVX2, ATEN_CPU_CAPABILITY=avx512)"), said
+    if "avx512f" in _cpu_flags():
+        assert own_mkl != pinned, "MKL's own AVX-512 path gave the pinned checkpoint: this test cannot see the pin"
+        assert own_aten != pinned, "ATen's AVX-512 build gave the pinned checkpoint: this test cannot see the pin"
+
+
+def test_the_aten_level_is_pinned_only_where_the_cpu_has_avx2(tmp_path, monkeypatch):
+    """Forcing ATen's AVX2 build on a CPU without AVX2 would stop torch with an illegal instruction."""
+    from pipeline.learning import numerics
+
+    for flags, expected in (("fpu sse2 avx avx2 fma", "avx2"), ("fpu sse2 sse4_2 avx", None)):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+        numerics.pin(tmp_path / "cpuinfo")
+        assert os.environ.get("ATEN_CPU_CAPABILITY") == expected

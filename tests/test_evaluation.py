@@ -310,9 +310,8 @@ def test_the_dataset_stage_scores_every_model_of_the_dataset_as_pair_by_pair(pro
     and writes exactly what evaluating each pair on its own writes; models of other datasets are left out."""
     raw = tiny_params()
     use_datasets(raw, ["sincos", "memory_short"])
-    raw["models"] = {"persistence": {}, "linear": {}}
-    raw["free_running"] = {"datasets": ["sincos"],
-                           "models": {"rnn_fr": {"kind": "rnn", "train": {"rollout_steps": 2}}}}
+    raw["models"] = {"persistence": {}, "linear": {},
+                     "rnn_fr": {"kind": "rnn", "datasets": ["sincos"], "train": {"rollout_steps": 2}}}
     write_params(project, raw)
     params = pipeline.params.load("params.yaml")
     paths = Paths()

@@ -14,7 +14,7 @@ from conftest import ROOT, tiny_params, write_params
 
 DEFAULT_DATASETS = ("sine", "sincos", "ramp", "trajectory", "memory_short", "memory_long")
 DEFAULT_MODELS = ["persistence", "linear", "elman", "concat", "rnn", "lstm", "gru"]
-FREE_RUNNING = {"rnn_fr": ("sincos", "ramp")}  # free_running.models and the datasets they run on
+FREE_RUNNING = {"rnn_fr": ("sincos", "ramp")}  # the variants with `datasets:` and the datasets they run on
 KIND_CHOICES = "csv, memory, ramp, sincos, sine, trajectory"
 MODEL_CHOICES = "concat, elman, gru, linear, lstm, persistence, rnn"
 
@@ -54,7 +54,8 @@ def test_default_params_yaml_loads():
     assert list(params.models) == DEFAULT_MODELS + list(FREE_RUNNING)
     assert all(spec.kind == name and spec.hidden == 16 and spec.layers == 1
                for name, spec in params.models.items() if name in DEFAULT_MODELS)
-    assert params.free_running_models == tuple(FREE_RUNNING)
+    assert [m for m in params.models if params.free_running(m)] == list(FREE_RUNNING)
+    assert {m: params.models[m].datasets for m in FREE_RUNNING} == FREE_RUNNING
     for ds in DEFAULT_DATASETS:
         assert params.models_on(ds) == DEFAULT_MODELS + [m for m, on in FREE_RUNNING.items() if ds in on]
     assert params.variant("rnn_fr").kind == "rnn" and params.training("ramp", "rnn_fr").rollout_steps == 10
@@ -160,6 +161,16 @@ def test_csv_path_under_data_raw_is_accepted(project):
     assert params.dataset("mine").path == "data/raw/x.csv"
 
 
+@pytest.mark.parametrize("section", [None, {}, {"datasets": [], "models": {}}, {"datasets": ["sincos"]}])
+def test_a_free_running_section_without_models_is_accepted(section):
+    """The retired section (its variants are `models:` entries now): absent, empty, or without models it is
+    ignored, so older params files and `-S` narrowing still load."""
+    raw = tiny_params()
+    if section is not None:
+        raw["free_running"] = section
+    assert "rnn_fr" in params_module.parse(raw).models
+
+
 # --- the bad files: one exact line each ----------------------------------------------------------------------
 
 BAD = [
@@ -167,7 +178,7 @@ BAD = [
      "params.yaml: unknown key 'model.hiden'; expected one of: forget_bias, hidden, layers"),
     ("unknown-top-level-key", lambda r: r.update(sed=1),
      "params.yaml: unknown key 'sed'; expected one of: seed, data_seed, device, threads, datasets, models, "
-     "free_running, data, model, train, evaluate"),
+     "data, model, train, evaluate"),
     ("unknown-key-in-data-entry", lambda r: r["data"]["sine"].update(windw=5),
      "params.yaml: unknown key 'data.sine.windw'; expected one of: dt, extrapolate_until, frequency, kind, noise, "
      "train, train_until, val_fraction, window"),
@@ -284,26 +295,26 @@ BAD = [
      "params.yaml: model.forget_bias must be a number, got 'high'"),
     ("zero-replica-groups", lambda r: r["train"].update(replica_groups=0),
      "params.yaml: train.replica_groups must be >= 1, got 0"),
-    ("free-running-dataset-not-listed", lambda r: r.update(datasets=["sine", "sincos"]),
-     "params.yaml: free_running.datasets lists 'ramp', which `datasets:` does not; add it there or choose from: "
-     "sine, sincos"),
-    ("free-running-on-memory", lambda r: r["free_running"]["datasets"].append("memory_long"),
-     "params.yaml: free_running.datasets lists 'memory_long', a memory dataset, which cannot be rolled out (its "
-     "target is not its next value); remove it from this list"),
-    ("free-running-unknown-key", lambda r: r["free_running"].update(model={}),
-     "params.yaml: free_running has an unknown key 'model'; it holds `datasets:` and `models:`"),
-    ("free-running-without-rollout-steps", lambda r: r["free_running"]["models"].update(gru_tf={"kind": "gru"}),
-     "params.yaml: free_running.models.gru_tf.train.rollout_steps must be > 0 here (these variants train on their "
-     "own rollouts); a teacher-forced variant belongs under `models:`"),
-    ("free-running-name-of-a-model", lambda r: r["free_running"]["models"].update(
-        gru={"train": {"rollout_steps": 5}}),
-     "params.yaml: free_running.models.gru has the name of a `models:` entry; give it its own name"),
-    ("free-running-baseline", lambda r: r["free_running"]["models"].update(
+    ("variant-dataset-misspelt", lambda r: r["models"]["rnn_fr"].update(datasets=["ramp", "sincoss"]),
+     "params.yaml: models.rnn_fr.datasets lists 'sincoss', which no data: entry names; choose from: memory_long, "
+     "memory_short, ramp, sincos, sine, trajectory"),
+    ("variant-datasets-not-a-list", lambda r: r["models"]["rnn_fr"].update(datasets="ramp"),
+     "params.yaml: models.rnn_fr.datasets must be a list of data.<name> entries, got 'ramp'"),
+    ("free-running-on-memory", lambda r: r["models"]["rnn_fr"]["datasets"].append("memory_long"),
+     "params.yaml: models.rnn_fr.datasets lists 'memory_long', a memory dataset, which cannot be rolled out (its "
+     "target is not its next value), but this rnn trains on its rollouts (train.rollout_steps); remove it"),
+    ("variant-dataset-twice", lambda r: r["models"]["rnn_fr"].update(datasets=["ramp", "ramp"]),
+     "params.yaml: models.rnn_fr.datasets lists a dataset twice: ['ramp', 'ramp']"),
+    ("free-running-baseline", lambda r: r["models"].update(
         lin_fr={"kind": "linear", "train": {"rollout_steps": 5}}),
-     "params.yaml: free_running.models.lin_fr is a linear, a closed-form baseline with nothing to train on its "
-     "rollouts; list it under `models:`"),
-    ("free-running-bad-train-key", lambda r: r["free_running"]["models"]["rnn_fr"].update(train={"steps": 5}),
-     "params.yaml: unknown key 'free_running.models.rnn_fr.train.steps'; expected one of: batch_size, clip_norm, "
+     "params.yaml: models.lin_fr.train.rollout_steps applies to learned variants only; this one is a linear, a "
+     "closed-form baseline with nothing to train on its rollouts"),
+    ("retired-free-running-section", lambda r: r.update(free_running={"datasets": ["ramp"], "models": {
+        "gru_fr": {"kind": "gru", "train": {"rollout_steps": 5}}}}),
+     "params.yaml: free_running is no longer a section: move each of its models into `models:` with the datasets "
+     "it runs on, e.g. `rnn_fr: {kind: rnn, datasets: [sincos, ramp], train: {rollout_steps: 10}}`"),
+    ("free-running-bad-train-key", lambda r: r["models"]["rnn_fr"].update(train={"steps": 5}),
+     "params.yaml: unknown key 'models.rnn_fr.train.steps'; expected one of: batch_size, clip_norm, "
      "epochs, lr, lr_decay, lr_min, patience, replica_groups, replicas, rollout_epochs, rollout_lr, "
      "rollout_patience, rollout_steps, schedule"),
 ]

@@ -612,8 +612,8 @@ def test_leaderboard_compares_a_free_running_variant_with_its_twin(project, free
     not the wider gru_big); the verdict is the rank test's over the two sets of replicas."""
     raw = tiny_params()
     use_datasets(raw, ["sine"])
-    raw["models"] = {"persistence": {}, "gru_big": {"kind": "gru", "hidden": 8}, "gru": {}}
-    raw["free_running"] = {"datasets": ["sine"], "models": {"gru_fr": {"kind": "gru", "train": {"rollout_steps": 5}}}}
+    raw["models"] = {"persistence": {}, "gru_big": {"kind": "gru", "hidden": 8}, "gru": {},
+                     "gru_fr": {"kind": "gru", "datasets": ["sine"], "train": {"rollout_steps": 5}}}
     params = pipeline.params.load(write_params(Path(project), raw))
     assert report.twin(params, "gru_fr") == "gru"
     paths = Paths()

@@ -259,7 +259,7 @@ def sweep_params() -> dict:
     raw = tiny_params()
     raw["datasets"] = ["sine"]
     raw["models"] = {"persistence": {}, "gru": {}}
-    raw["free_running"] = {"datasets": [], "models": {}}
+    raw["models"].pop("rnn_fr")
     return raw
 
 

@@ -692,7 +692,8 @@ def test_free_running_phase_starts_from_the_teacher_forced_weights_and_never_end
 
 def test_train_stage_records_the_free_running_phase(sine):
     raw = tiny_params()
-    raw["models"] = {"gru_fr": {"kind": "gru", "train": {"rollout_steps": 4, "rollout_epochs": 2}}}
+    raw["models"] = {"gru_fr": {"kind": "gru", "datasets": ["sine"],
+                                "train": {"rollout_steps": 4, "rollout_epochs": 2}}}
     write_params(Path.cwd(), raw)
     loaded = params.load("params.yaml")
     metrics = training.run(loaded, "sine", "gru_fr")
@@ -703,22 +704,55 @@ def test_train_stage_records_the_free_running_phase(sine):
 
 
 def test_free_running_on_data_without_a_rollout_is_one_clear_error(project):
+    """Caught when params.yaml is read (`make repro` checks it before DVC deletes any output), and by the train
+    stage itself for a caller that builds its Params another way."""
     raw = tiny_params()
     raw["models"] = {"gru_fr": {"kind": "gru", "train": {"rollout_steps": 4}}}
     write_params(project, raw)
+    with pytest.raises(ParamsError) as info:
+        params.load("params.yaml")
+    assert str(info.value) == ("params.yaml: models.gru_fr trains on its rollouts (train.rollout_steps) but "
+                               "memory_short cannot be rolled out (its target is not its next value); give it "
+                               "`datasets:` without memory_short, or set data.memory_short.train.rollout_steps: 0")
+    raw["datasets"] = ["memory_short"]
+    raw["data"]["memory_short"]["train"] = {"rollout_steps": 0}
+    write_params(project, raw)
     loaded = params.load("params.yaml")
     generate.run(loaded, "memory_short")
+    cfg = dataclasses.replace(loaded.training("memory_short", "gru_fr"), rollout_steps=4)
     with pytest.raises(ParamsError) as info:
-        training.run(loaded, "memory_short", "gru_fr")
+        training.check_free_running(cfg, datasets.load(Paths().dataset("memory_short")), "memory_short")
     assert str(info.value) == ("params.yaml: train.rollout_steps is 4 for data.memory_short, which cannot be "
-                               "rolled out (its target is not its next value); list the variant under "
-                               "free_running: (it then runs on free_running.datasets only) or set "
+                               "rolled out (its target is not its next value); give the variant `datasets:` "
+                               "without it (models.<name>.datasets) or set "
                                "data.memory_short.train.rollout_steps: 0")
-    assert not Paths().checkpoint("memory_short", "gru_fr").exists()
+
+
+def test_a_variant_trains_only_where_its_datasets_say_and_writes_a_not_run_record_elsewhere(project):
+    """DVC's matrix makes a train stage for every (dataset, model); where `models.<name>.datasets` leaves the
+    dataset out, the stage trains nothing and writes a record that says why, which evaluation skips and which
+    cannot be loaded as a model."""
+    raw = tiny_params()
+    raw["datasets"] = ["sine", "ramp"]
+    raw["models"] = {"persistence": {}, "rnn_fr": {"kind": "rnn", "datasets": ["ramp"],
+                                                  "train": {"rollout_steps": 2, "rollout_epochs": 1}}}
+    write_params(project, raw)
+    loaded = params.load("params.yaml")
+    assert loaded.models_on("sine") == ["persistence"] and loaded.models_on("ramp") == ["persistence", "rnn_fr"]
+    metrics = training.run(loaded, "sine", "rnn_fr")
+    assert metrics == {"not_run": "models.rnn_fr.datasets is ramp, without sine"}
+    assert json.loads(Paths().train_metrics("sine", "rnn_fr").read_text()) == metrics
+    assert Paths().train_curve("sine", "rnn_fr").read_text().splitlines() == ["epoch,replica,train_loss,val_loss"]
+    with pytest.raises(ArtifactError, match="holds no model: models.rnn_fr.datasets is ramp, without sine"):
+        checkpoints.load(Paths().checkpoint("sine", "rnn_fr"))
+    first = Paths().checkpoint("sine", "rnn_fr").read_bytes()
+    training.run(loaded, "sine", "rnn_fr")
+    assert Paths().checkpoint("sine", "rnn_fr").read_bytes() == first  # a rerun rewrites the same bytes
 
 
 def test_free_running_longer_than_the_sequences_is_one_clear_error(project):
     raw = tiny_params()
+    raw["datasets"] = ["ramp"]
     raw["train"]["rollout_steps"] = 11
     write_params(project, raw)
     loaded = params.load("params.yaml")

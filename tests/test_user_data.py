@@ -172,7 +172,7 @@ UNEVEN = "shop,day,sales\n" + "".join(f"a,{d},{i}\n" for i, d in enumerate(DAYS)
 ])
 def test_the_generate_stage_prints_what_the_file_needed(project, capsys, missing, text, printed):
     raw = tiny_params()
-    raw["datasets"], raw["free_running"]["datasets"] = ["shops"], []
+    raw["datasets"] = ["shops"]
     raw["data"]["shops"] = {"kind": "csv", "path": PATH, "column": "sales", "id_column": "shop",
                             "time_column": "day", "window": 8, "missing": missing}
     write_params(project, raw)
@@ -307,7 +307,7 @@ def test_per_series_scaling_keeps_metrics_in_original_units(project):
     the same under both; a learned model trains and is scored end to end."""
     long_format(project)
     raw = tiny_params()
-    raw["datasets"], raw["free_running"]["datasets"] = ["shops"], []
+    raw["datasets"] = ["shops"]
     raw["models"] = {"persistence": {}, "gru": {}}
     entry = {"kind": "csv", "path": PATH, "columns": ["sales"], "id_column": "shop", "time_column": "day",
              "window": 8, "rollout_steps": 5, "stride": 2}

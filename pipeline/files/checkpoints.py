@@ -49,6 +49,13 @@ def save(path: Path, kind: str, shape: Shape, replicas: list[dict[str, np.ndarra
     write_arrays(path, {META: np.array(header), **arrays})
 
 
+def save_not_run(path: Path, reason: str) -> None:
+    """The record a train stage writes for a variant that does not run on its dataset (`models.<name>.datasets`):
+    DVC's stage matrix crosses every dataset with every model and needs each declared output, and a record that
+    says why is better than an empty file. It holds no weights; loading it is an error that gives the reason."""
+    write_arrays(path, {META: np.array(json.dumps({"not_run": reason}, sort_keys=True))})
+
+
 def load(path: Path) -> Checkpoint:
     """Read a checkpoint; a missing or damaged file is one clear error naming it."""
     if not path.exists():
@@ -56,6 +63,9 @@ def load(path: Path) -> Checkpoint:
     try:
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(str(archive[META]))
+        if "not_run" in header:
+            raise NotTrained(header["not_run"])
+        with np.load(path, allow_pickle=False) as archive:
             replicas: list[dict[str, np.ndarray]] = [{} for _ in range(int(header["replicas"]))]
             for key in archive.files:
                 if key != META:
@@ -64,8 +74,14 @@ def load(path: Path) -> Checkpoint:
         if not replicas:
             raise ValueError("no replicas")
         return Checkpoint(str(header["kind"]), Shape(**header["shape"]), replicas, path)
+    except NotTrained as exc:
+        raise ArtifactError(f"{path} holds no model: {exc}") from None
     except Exception as exc:  # zip, zlib, JSON and numpy each raise their own types for a damaged file
         raise corrupt(path, exc) from None
+
+
+class NotTrained(Exception):
+    """A not-run record where a checkpoint was expected (save_not_run)."""
 
 
 def corrupt(path: Path, exc: BaseException) -> ArtifactError:
