@@ -17,11 +17,12 @@ from torch import nn
 
 from benchmarks import notebooks
 from benchmarks.notebooks import THREADS, warm_up, window_rollout
-from pipeline import evaluation, inference
+from pipeline.models import inference
 from pipeline.files import checkpoints, datasets
 from pipeline.learning import models
 from pipeline.files.artifacts import Paths
 from pipeline.learning.runtime import configure
+from pipeline.analysis import scoring
 
 TORCH_RNN = "nn.RNN"  # the reference kind of `throughput`; every other kind is a pipeline model
 
@@ -125,7 +126,7 @@ def rollout_comparison(checkpoint: checkpoints.Checkpoint, data: datasets.Datase
                        repeats: int = 3) -> dict:
     """Extrapolate data's rollout task (default: its full length) with a trained checkpoint: seed 002's way
     (`window_rollout`: one sequence and one window at a time, a Python list, the state rebuilt every step) and
-    the evaluate stage's way (`evaluation.rollout` of the numpy forward that `evaluation.load_predictor` gives:
+    the evaluate stage's way (`scoring.rollout` of the numpy forward that `evaluation.load_predictor` gives:
     every sequence, and every window in flight, advanced at once), both on scaled data as the model was trained.
 
     The window loop runs twice where it can: over the model's own torch forward (`fused`: elman and concat run
@@ -144,7 +145,7 @@ def rollout_comparison(checkpoint: checkpoints.Checkpoint, data: datasets.Datase
     if checkpoint.kind == "concat" and checkpoint.shape.layers == 1:
         loops["as_written"] = Seed002Forward(model).eval()
     predictor = inference.restore(checkpoint)
-    sides = {"batched": lambda: evaluation.rollout(predictor, context, steps),
+    sides = {"batched": lambda: scoring.rollout(predictor, context, steps),
              **{name: (lambda f=forward: window_rollout(f.predict_next, context, steps))
                 for name, forward in loops.items()}}
     seconds, out = _alternating(sides, repeats)

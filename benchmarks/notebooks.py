@@ -22,13 +22,15 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline import evaluation, generate
+from pipeline.stages import evaluate as evaluation
+from pipeline.stages import generate
 from pipeline.files import checkpoints, datasets
 from pipeline.learning import fitting, models
 from pipeline.learning.replicas import ReplicaStack
 from pipeline.files.artifacts import Paths
 from pipeline.params import Params, parse
 from pipeline.learning.runtime import configure, resolve_device
+from pipeline.analysis import scoring
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 1
@@ -354,11 +356,11 @@ def run_notebook(exp: Experiment, seed: int, data: datasets.Dataset) -> dict:
     model.eval()
     with torch.no_grad():
         pred = model.predict_next(torch.from_numpy(data.x_test).to(device)).cpu().numpy()
-    result = {"seconds": seconds, "mse": evaluation.regression_metrics(pred, data.y_test)["mse"],
+    result = {"seconds": seconds, "mse": scoring.regression_metrics(pred, data.y_test)["mse"],
               "rollout_mse": None, "epochs": exp.epochs, "parameters": _parameters(model)}
     if exp.rollout:
         rolled = window_rollout(model.predict_next, data.rollout_context, data.meta["rollout_steps"])
-        result["rollout_mse"] = evaluation.regression_metrics(rolled, data.rollout_target)["mse"]
+        result["rollout_mse"] = scoring.regression_metrics(rolled, data.rollout_target)["mse"]
     return result
 
 
@@ -383,7 +385,7 @@ def run_pipeline(exp: Experiment, seed: int, data_dir: Path) -> dict:
     checkpoint = paths.checkpoint(exp.dataset, exp.variant)
     checkpoints.save(checkpoint, spec.kind, shape, [stack.state_arrays(0)])
     predictor, = evaluation.load_predictors(params, checkpoint)[0]
-    metrics = evaluation.score(data, predictor, params.evaluate)["metrics"]
+    metrics = scoring.score(data, predictor, params.evaluate)["metrics"]
     return {"seconds": seconds, "mse": metrics["test"]["mse"],
             "rollout_mse": metrics["rollout"]["mse"] if exp.rollout else None,
             "epochs": len(history.rows) + int(history.diverged), "parameters": stack.parameters_per_replica()}

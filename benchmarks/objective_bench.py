@@ -14,7 +14,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from pipeline import generators, training
+from pipeline.data import generators
+from pipeline.stages import train as training
 from pipeline.learning import fitting
 from pipeline.files.checkpoints import Shape
 from pipeline.params import Params

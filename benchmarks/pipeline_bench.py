@@ -31,12 +31,12 @@ BIN = Path(sys.executable).parent  # the venv's bin: DVC runs `python -m pipelin
 # What each stage command imports before it starts computing: `python -m pipeline <command>` loads the CLI, and the
 # CLI then loads the modules of that command (a learned model and a baseline take different paths).
 STARTUP_IMPORTS = {
-    "generate": ["pipeline.cli", "pipeline.generate"],
-    "train (learned)": ["pipeline.cli", "pipeline.training", "pipeline.learning.fitting", "pipeline.learning.models"],
-    "train (baseline)": ["pipeline.cli", "pipeline.training", "pipeline.baselines"],
-    "evaluate (learned)": ["pipeline.cli", "pipeline.evaluation", "pipeline.inference"],
-    "evaluate (baseline)": ["pipeline.cli", "pipeline.evaluation", "pipeline.baselines"],
-    "report": ["pipeline.cli", "pipeline.report"],
+    "generate": ["pipeline.cli", "pipeline.stages.generate"],
+    "train (learned)": ["pipeline.cli", "pipeline.stages.train", "pipeline.learning.fitting", "pipeline.learning.models"],
+    "train (baseline)": ["pipeline.cli", "pipeline.stages.train", "pipeline.models.baselines"],
+    "evaluate (learned)": ["pipeline.cli", "pipeline.stages.evaluate", "pipeline.models.inference"],
+    "evaluate (baseline)": ["pipeline.cli", "pipeline.stages.evaluate", "pipeline.models.baselines"],
+    "report": ["pipeline.cli", "pipeline.stages.report"],
 }
 # Issue 7: these commands never need torch, so they must not pay its ~1.5 s import.
 TORCH_FREE = ("generate", "train (baseline)", "evaluate (learned)", "evaluate (baseline)", "report")

@@ -58,7 +58,7 @@ def cli() -> None:
 @PARAMS_OPTION
 def generate(dataset: str, params_path: str) -> None:
     """Generate DATASET (a `data:` entry) into data/datasets/DATASET.npz, with a preview PNG."""
-    from pipeline import generate as stage
+    from pipeline.stages import generate as stage
 
     stage.run(_load(params_path, dataset), dataset, Paths())
 
@@ -70,9 +70,9 @@ def generate(dataset: str, params_path: str) -> None:
 def train(dataset: str, model: str, params_path: str) -> None:
     """Train MODEL (a `models:` entry) on DATASET; writes its checkpoint, metrics and loss curve."""
     params = _load(params_path, dataset, model)
-    from pipeline import training  # torch is imported only once the arguments are known to be good
+    from pipeline.stages import train as stage  # torch is imported only once the arguments are known to be good
 
-    training.run(params, dataset, model, Paths())
+    stage.run(params, dataset, model, Paths())
 
 
 @cli.command()
@@ -83,12 +83,12 @@ def evaluate(dataset: str, model: str | None, params_path: str) -> None:
     """Evaluate every trained model of DATASET (or only MODEL) on its held-out data, including the free-running
     rollout."""
     params = _load(params_path, dataset, model)
-    from pipeline import evaluation
+    from pipeline.stages import evaluate as stage
 
     if model is None:
-        evaluation.run_dataset(params, dataset, Paths())
+        stage.run_dataset(params, dataset, Paths())
     else:
-        evaluation.run(params, dataset, model, Paths())
+        stage.run(params, dataset, model, Paths())
 
 
 @cli.command()
@@ -97,9 +97,9 @@ def evaluate(dataset: str, model: str | None, params_path: str) -> None:
 def compare(dataset: str, params_path: str) -> None:
     """Overlay every model of DATASET: comparison CSVs for `dvc plots` and a comparison PNG."""
     params = _load(params_path, dataset)
-    from pipeline import report
+    from pipeline.stages import compare as stage
 
-    report.compare(params, dataset, Paths())
+    stage.compare(params, dataset, Paths())
 
 
 @cli.command()
@@ -107,7 +107,7 @@ def compare(dataset: str, params_path: str) -> None:
 def report(params_path: str) -> None:
     """Summarize every dataset and model: metrics/summary.json and the leaderboard."""
     params = _load(params_path)
-    from pipeline import report as stage
+    from pipeline.stages import report as stage
 
     stage.summarize(params, Paths())
 
@@ -140,7 +140,7 @@ def diff(a: str, b: str, as_json: bool) -> None:
 
     A and B are git revisions, experiment names or `workspace`. Each headline metric gets the two medians over
     replicas and a verdict, better / worse / within seed noise / unchanged, from an exact rank test over replicas."""
-    from pipeline import diff as stage
+    from pipeline.experiments import diff as stage
 
     click.echo(stage.run(a, b, as_json))
 
@@ -165,7 +165,7 @@ def sweep(specs: tuple[str, ...], workers: int | None, scheduler: str | None, th
     Workers exchange everything through the git remote (base commit, experiment refs) and the default DVC remote
     (outputs, run-cache); the experiments are then pulled here and shown. Exit status 1 if any failed; running the
     same sweep again redoes only those."""
-    from pipeline import sweep as stage
+    from pipeline.cluster import sweep as stage
 
     failed = stage.run(list(specs), workers, scheduler, threads, git_remote, prefix, diff, echo=click.echo)
     if failed:
@@ -186,9 +186,9 @@ def repro(workers: int | None, scheduler: str | None, threads: int | None, git_r
     Each job runs `dvc repro --pull STAGE` and pushes its outputs and run-cache; then `dvc repro --pull` here
     restores every output from the run-cache and writes dvc.lock. Exit status 1 if a stage failed; running the
     same command again restores the finished stages and runs the rest."""
-    from pipeline import cluster_repro
+    from pipeline.cluster import repro as stage
 
-    if cluster_repro.run(workers, scheduler, threads, git_remote, echo=click.echo):
+    if stage.run(workers, scheduler, threads, git_remote, echo=click.echo):
         raise SystemExit(1)
 
 

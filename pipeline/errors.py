@@ -35,3 +35,7 @@ class Interrupted(PipelineError):
 
 class SweepError(PipelineError):
     """A sweep that cannot start (bad -S, unclean or unpushed repository, no DVC remote, no scheduler)."""
+
+
+class ClusterReproError(SweepError):
+    """A cluster repro that cannot start (unclean or unpushed repository, no DVC remote, no scheduler, a cycle)."""

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ParamsError
-from pipeline.generators import KINDS
+from pipeline.data.generators import KINDS
 from pipeline.schema import SchemaError, build, fail, require_mapping, setting, shown
 
 # The model registry lives in models.py, which needs torch; stages that never build a model (generate, report)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import baselines
+from pipeline.models import baselines
 from pipeline.files import checkpoints
 from pipeline.files.checkpoints import Shape
 from pipeline.errors import ArtifactError, ParamsError
@@ -138,8 +138,8 @@ def _modules_after(code: str, cwd=None) -> set[str]:
     return set(out.split())
 
 
-@pytest.mark.parametrize("module", ["pipeline.cli", "pipeline.generate", "pipeline.training", "pipeline.evaluation",
-                                    "pipeline.report", "pipeline.baselines", "pipeline.files.checkpoints"])
+@pytest.mark.parametrize("module", ["pipeline.cli", "pipeline.stages.generate", "pipeline.stages.train", "pipeline.stages.evaluate",
+                                    "pipeline.stages.report", "pipeline.models.baselines", "pipeline.files.checkpoints"])
 def test_stage_modules_import_neither_torch_nor_matplotlib(module):
     loaded = _modules_after(f"import {module}")
     assert "torch" not in loaded
@@ -195,7 +195,7 @@ def test_linear_reads_each_window_right_aligned():
 def test_linear_fit_with_lengths_solves_a_lag_counted_from_each_end():
     """x[-3] + x[-1] of windows of 4 to 12 values is linear in the right-aligned windows: the fit is exact there,
     and far off on the windows as padded."""
-    from pipeline.generators import KINDS, MemorySpec
+    from pipeline.data.generators import KINDS, MemorySpec
 
     spec = MemorySpec(lag=-3, length=(4, 12), n_train=300, n_val=10, n_test=50)
     data = KINDS.get("memory").generate(spec, "memory", np.random.default_rng(0))

@@ -11,11 +11,14 @@ import pytest
 import torch
 
 from benchmarks import kernels, notebooks
-from pipeline import evaluation, generate, params, training
+from pipeline import params
+from pipeline.stages import generate
+from pipeline.stages import train as training
 from pipeline.files import checkpoints, datasets
 from pipeline.learning import models
 from pipeline.files.artifacts import Paths
 from pipeline.learning.runtime import configure
+from pipeline.analysis import scoring
 
 from conftest import tiny_params
 
@@ -61,7 +64,7 @@ def test_window_rollout_equals_batched_rollout(kind, dataset):
     context = data.scaled(data.rollout_context)
     steps = data.meta["rollout_steps"]
     by_window = notebooks.window_rollout(model.predict_next, context, steps)
-    batched = evaluation.rollout(models.NumpyPredictor(model), context, steps)
+    batched = scoring.rollout(models.NumpyPredictor(model), context, steps)
     assert by_window.shape == batched.shape == (10, steps, data.meta["n_features"])
     assert np.ptp(batched[:, 0], axis=0).min() > 1e-3  # sequences start in different places: the check has teeth
     np.testing.assert_allclose(by_window, batched, rtol=0, atol=1e-6)

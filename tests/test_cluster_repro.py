@@ -17,7 +17,7 @@ import yaml
 
 from benchmarks import cluster_bench
 from conftest import tiny_params
-from pipeline import cluster_repro
+from pipeline.cluster import repro as cluster_repro
 from pipeline.errors import SweepError
 from test_pipeline import run
 from test_sweep import KILLED, PIPELINE_ARGS, make_repo, sh

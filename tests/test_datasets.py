@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from pipeline.files import datasets
-from pipeline import generate as generate_stage
+from pipeline.stages import generate as generate_stage
 from pipeline import params as params_module
 from pipeline.errors import ArtifactError, DataError, ParamsError
-from pipeline import user_data
-from pipeline.generators import KINDS
+from pipeline.data import user_data
+from pipeline.data.generators import KINDS
 from pipeline.schema import SchemaError, build
 
 from conftest import tiny_params, write_params

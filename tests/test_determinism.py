@@ -22,7 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import evaluation, generate, inference, params, training
+from pipeline import params
+from pipeline.stages import evaluate as evaluation
+from pipeline.stages import generate
+from pipeline.models import inference
+from pipeline.stages import train as training
 from pipeline.learning import models
 from pipeline.files.artifacts import Paths, guaranteed, significant
 
@@ -171,7 +175,7 @@ KERNEL_DEPENDENT = {"dot", "vdot", "inner", "matmul", "tensordot", "einsum", "li
                     "arctan", "arctan2", "sinh", "cosh", "power", "float_power", "hypot", "polyval", "cbrt"}
 
 
-@pytest.mark.parametrize("module", ["pipeline/inference.py", "pipeline/baselines.py"])
+@pytest.mark.parametrize("module", ["pipeline/models/inference.py", "pipeline/models/baselines.py"])
 def test_the_portable_modules_call_no_kernel_dependent_function(module):
     """A guard for later edits: `x @ w` or np.tanh in the forward or the linear baseline would make the written
     files depend on the CPU again (the hook swaps above could miss it: only the hooks swap). The fast kernels

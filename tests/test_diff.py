@@ -18,7 +18,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline import diff, stats
+from pipeline.experiments import diff
+from pipeline.analysis import stats
 from pipeline.errors import PipelineError
 from pipeline.cli import cli
 

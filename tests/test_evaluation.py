@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.generate
+import pipeline.stages.generate
 import pipeline.params
-import pipeline.training
-from pipeline import evaluation
+import pipeline.stages.train
+from pipeline.stages import evaluate as evaluation
 from pipeline.learning import models
 from pipeline.files.artifacts import Paths, read_arrays
-from pipeline.baselines import LinearAR, Persistence
+from pipeline.models.baselines import LinearAR, Persistence
 from pipeline.errors import ArtifactError
+from pipeline.analysis import scoring
 
 from conftest import tiny_params, use_datasets, write_params
 
@@ -52,7 +53,7 @@ def sine_context(dt: float, phases) -> np.ndarray:
 def test_rollout_continues_the_sine_recurrence_exactly():
     model, dt = sine_recurrence()
     steps = 1000
-    out = evaluation.rollout(model, sine_context(dt, [0.0]), steps)
+    out = scoring.rollout(model, sine_context(dt, [0.0]), steps)
     assert out.shape == (1, steps, 1)
     pred = out[0, :, 0].astype(np.float64)
     truth = np.sin(dt * np.arange(2, steps + 2))  # the context held k = 0, 1; the rollout starts at k = 2
@@ -66,10 +67,10 @@ def test_rollout_is_batched_each_sequence_as_if_alone():
     model, dt = sine_recurrence()
     phases = [0.0, 3.5, 11.25, 40.0]
     steps = 300
-    batched = evaluation.rollout(model, sine_context(dt, phases), steps)
+    batched = scoring.rollout(model, sine_context(dt, phases), steps)
     assert batched.shape == (len(phases), steps, 1)
     for i, phase in enumerate(phases):
-        alone = evaluation.rollout(model, sine_context(dt, [phase]), steps)
+        alone = scoring.rollout(model, sine_context(dt, [phase]), steps)
         np.testing.assert_allclose(batched[i], alone[0], rtol=0, atol=1e-6)
         truth = np.sin(dt * (np.arange(2, steps + 2) + phase))
         np.testing.assert_allclose(batched[i, :, 0], truth, rtol=0, atol=1e-4)
@@ -89,7 +90,7 @@ def test_rollout_first_prediction_is_predict_next_then_slides(kind):
         model = models.NumpyPredictor(models.build(kind, shape))
     context = rng.normal(size=(3, 4, 2)).astype(np.float32)
     original = context.copy()
-    out = evaluation.rollout(model, context, 3)
+    out = scoring.rollout(model, context, 3)
     assert out.shape == (3, 3, 2)
     assert np.array_equal(context, original)  # the caller's context is not modified
     first = model.predict_next(context)
@@ -102,17 +103,17 @@ def test_rollout_first_prediction_is_predict_next_then_slides(kind):
 # --- metric helpers ------------------------------------------------------------------------------------------
 
 def test_regression_metrics_by_hand():
-    m = evaluation.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]))
+    m = scoring.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]))
     assert set(m) == {"mse", "rmse", "mae"}
     assert m["mse"] == pytest.approx(5 / 3)
     assert m["rmse"] == pytest.approx(math.sqrt(5 / 3))
     assert m["mae"] == pytest.approx(1.0)
     # negative errors: squared and absolute, over every element of a 2-D array
-    m = evaluation.regression_metrics(np.array([[0.0, -2.0], [4.0, 1.0]]), np.zeros((2, 2)))
+    m = scoring.regression_metrics(np.array([[0.0, -2.0], [4.0, 1.0]]), np.zeros((2, 2)))
     assert m["mse"] == pytest.approx((0 + 4 + 16 + 1) / 4)
     assert m["rmse"] == pytest.approx(math.sqrt(21 / 4))
     assert m["mae"] == pytest.approx((0 + 2 + 4 + 1) / 4)
-    assert evaluation.regression_metrics(np.ones(4), np.ones(4)) == {"mse": 0.0, "rmse": 0.0, "mae": 0.0}
+    assert scoring.regression_metrics(np.ones(4), np.ones(4)) == {"mse": 0.0, "rmse": 0.0, "mae": 0.0}
 
 
 def test_horizon_rmse_per_step_by_hand():
@@ -121,23 +122,23 @@ def test_horizon_rmse_per_step_by_hand():
         [[1.0, 1.0], [3.0, 4.0], [2.0, 2.0]],
         [[1.0, 1.0], [0.0, 0.0], [2.0, -2.0]],
     ])
-    errors = evaluation.horizon_rmse(np.zeros_like(truth), truth)
+    errors = scoring.horizon_rmse(np.zeros_like(truth), truth)
     assert errors.shape == (3,)
     np.testing.assert_allclose(errors, [1.0, math.sqrt((9 + 16) / 4), 2.0])
     # the order of pred and truth does not matter; a constant offset of 0.5 gives 0.5 at every step
-    np.testing.assert_allclose(evaluation.horizon_rmse(truth, np.zeros_like(truth)), errors)
-    np.testing.assert_allclose(evaluation.horizon_rmse(truth + 0.5, truth), [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(scoring.horizon_rmse(truth, np.zeros_like(truth)), errors)
+    np.testing.assert_allclose(scoring.horizon_rmse(truth + 0.5, truth), [0.5, 0.5, 0.5])
 
 
 def test_valid_horizon_on_constructed_curves():
     threshold = 1.0
-    assert evaluation.valid_horizon(np.array([0.1, 0.2, 0.3, 0.4, 0.5]), threshold) == 5
-    assert evaluation.valid_horizon(np.array([0.0, 0.5, 0.9, 2.0, 0.1, 0.1]), threshold) == 3  # never revives
-    assert evaluation.valid_horizon(np.array([5.0, 0.0, 0.0]), threshold) == 0
-    assert evaluation.valid_horizon(np.array([0.0, np.nan, 0.0]), threshold) == 1  # NaN counts as above
-    assert evaluation.valid_horizon(np.array([np.nan]), threshold) == 0
-    assert evaluation.valid_horizon(np.array([0.2, np.inf]), threshold) == 1
-    assert evaluation.valid_horizon(np.array([1.0, 1.0]), threshold) == 2  # exactly at the tolerance is within
+    assert scoring.valid_horizon(np.array([0.1, 0.2, 0.3, 0.4, 0.5]), threshold) == 5
+    assert scoring.valid_horizon(np.array([0.0, 0.5, 0.9, 2.0, 0.1, 0.1]), threshold) == 3  # never revives
+    assert scoring.valid_horizon(np.array([5.0, 0.0, 0.0]), threshold) == 0
+    assert scoring.valid_horizon(np.array([0.0, np.nan, 0.0]), threshold) == 1  # NaN counts as above
+    assert scoring.valid_horizon(np.array([np.nan]), threshold) == 0
+    assert scoring.valid_horizon(np.array([0.2, np.inf]), threshold) == 1
+    assert scoring.valid_horizon(np.array([1.0, 1.0]), threshold) == 2  # exactly at the tolerance is within
 
 
 # --- score and the evaluate stage on a tiny generated dataset -----------------------------------------------
@@ -176,9 +177,9 @@ def persistence_by_hand(data) -> dict:
 
 def test_score_sine_persistence_metrics_shape_and_values(project):
     params = load_params(project)
-    data = pipeline.generate.build(params, "sine")
+    data = pipeline.stages.generate.build(params, "sine")
     model = Persistence(models.Shape(1, 1, data.meta["window"], 4, 1))
-    result = evaluation.score(data, model, params.evaluate)
+    result = scoring.score(data, model, params.evaluate)
     m = result["metrics"]
     assert set(m) == {"test", "rollout"}
     assert set(m["test"]) == {"mse", "rmse", "mae"}
@@ -204,9 +205,9 @@ def test_score_sine_persistence_metrics_shape_and_values(project):
 
 def test_score_memory_has_no_rollout(project):
     params = load_params(project)
-    data = pipeline.generate.build(params, "memory_short")
+    data = pipeline.stages.generate.build(params, "memory_short")
     model = Persistence(models.Shape(1, 1, data.meta["window"], 4, 1))
-    result = evaluation.score(data, model, params.evaluate)
+    result = scoring.score(data, model, params.evaluate)
     assert set(result["metrics"]) == {"test"}
     assert "pred_rollout" not in result
     hand = persistence_by_hand(data)
@@ -216,10 +217,10 @@ def test_score_memory_has_no_rollout(project):
 
 def test_run_writes_every_output_for_sine(project):
     params = load_params(project)
-    data = pipeline.generate.run(params, "sine")
+    data = pipeline.stages.generate.run(params, "sine")
     paths = Paths()
     for model in ("persistence", "gru"):
-        pipeline.training.run(params, "sine", model)
+        pipeline.stages.train.run(params, "sine", model)
         returned = evaluation.run(params, "sine", model)
         metrics = json.loads(paths.eval_metrics("sine", model).read_text())
         assert metrics == returned
@@ -276,16 +277,16 @@ def test_run_writes_every_output_for_sine(project):
         for r, row in metrics["per_replica"].items():  # every replica scored on the full rollout
             errors = arrays["horizon_errors"][int(r)]
             assert row["rollout_rmse"] == pytest.approx(float(np.sqrt(np.mean(errors ** 2))), rel=1e-5)
-            assert row["valid_horizon"] == evaluation.valid_horizon(errors, float(arrays["threshold"]))
+            assert row["valid_horizon"] == scoring.valid_horizon(errors, float(arrays["threshold"]))
         assert arrays["threshold"].shape == () and arrays["threshold"] > 0
         assert not paths.pair_figure("sine", model).exists()  # evaluate draws nothing
 
 
 def test_run_writes_every_output_for_memory(project):
     params = load_params(project)
-    data = pipeline.generate.run(params, "memory_short")
+    data = pipeline.stages.generate.run(params, "memory_short")
     paths = Paths()
-    pipeline.training.run(params, "memory_short", "persistence")
+    pipeline.stages.train.run(params, "memory_short", "persistence")
     returned = evaluation.run(params, "memory_short", "persistence")
     metrics = json.loads(paths.eval_metrics("memory_short", "persistence").read_text())
     assert metrics == returned
@@ -316,9 +317,9 @@ def test_the_dataset_stage_scores_every_model_of_the_dataset_as_pair_by_pair(pro
     params = pipeline.params.load("params.yaml")
     paths = Paths()
     for dataset in ("sincos", "memory_short"):
-        pipeline.generate.run(params, dataset)
+        pipeline.stages.generate.run(params, dataset)
         for model in params.models_on(dataset):
-            pipeline.training.run(params, dataset, model)
+            pipeline.stages.train.run(params, dataset, model)
     outputs = lambda ds, m: [p.read_bytes() for p in (paths.eval_metrics(ds, m), paths.rollout_curve(ds, m),
                                                        paths.horizon_curve(ds, m), paths.predictions(ds, m))]
     one_by_one = {m: (evaluation.run(params, "sincos", m), outputs("sincos", m)) for m in params.models_on("sincos")}
@@ -335,8 +336,8 @@ def test_the_dataset_stage_scores_every_model_of_the_dataset_as_pair_by_pair(pro
 
 def test_the_dataset_stage_writes_nothing_when_a_checkpoint_is_missing(project):
     params = load_params(project, {"persistence": {}, "linear": {}})
-    pipeline.generate.run(params, "sine")
-    pipeline.training.run(params, "sine", "persistence")  # linear is never trained
+    pipeline.stages.generate.run(params, "sine")
+    pipeline.stages.train.run(params, "sine", "persistence")  # linear is never trained
     with pytest.raises(ArtifactError, match="linear.npz does not exist"):
         evaluation.run_dataset(params, "sine")
     assert not (project / "metrics" / "eval").exists() and not (project / "data" / "predictions").exists()
@@ -356,7 +357,7 @@ def replica_result(test_rmse: float, rollout_rmse: float | None = None, valid: i
 def test_combine_takes_medians_and_spreads_over_replicas():
     results = [replica_result(t, r, v) for t, r, v in [(0.3, 0.9, 2), (0.1, 0.2, 8), (0.2, 0.5, 5),
                                                          (0.5, 0.4, 4), (0.4, 0.1, 9)]]
-    m = evaluation.combine(results, deterministic=False)
+    m = scoring.combine(results, deterministic=False)
     assert m["replicas"] == 5 and m["deterministic"] is False
     assert m["test"] == {"mse": 0.09, "rmse": 0.3, "mae": 0.15}
     assert m["rollout"]["rmse"] == 0.4 and m["rollout"]["mse"] == 0.16 and m["rollout"]["valid_horizon"] == 5
@@ -372,20 +373,20 @@ def test_combine_takes_medians_and_spreads_over_replicas():
 
 def test_median_replica_for_even_counts_ties_and_failed_rollouts():
     even = [replica_result(0.1, r) for r in (0.4, 0.1, 0.3, 0.2)]
-    assert evaluation.median_replica(even) == 3  # 0.2, the lower middle one of 0.1 0.2 0.3 0.4
+    assert scoring.median_replica(even) == 3  # 0.2, the lower middle one of 0.1 0.2 0.3 0.4
     tied = [replica_result(0.1, 0.5), replica_result(0.1, 0.5), replica_result(0.1, 0.5)]
-    assert evaluation.median_replica(tied) == 1
+    assert scoring.median_replica(tied) == 1
     failed = [replica_result(0.1, math.inf), replica_result(0.1, 0.3), replica_result(0.1, math.inf)]
-    assert evaluation.median_replica(failed) == 0  # a non-finite rollout counts as the worst: 0.3, inf, inf
-    m = evaluation.combine(failed, deterministic=False)
+    assert scoring.median_replica(failed) == 0  # a non-finite rollout counts as the worst: 0.3, inf, inf
+    m = scoring.combine(failed, deterministic=False)
     assert m["rollout"]["rmse"] is None and m["spread"]["rollout_rmse"]["min"] == 0.3
     no_rollout = [replica_result(t) for t in (0.3, 0.1, 0.2)]
-    assert evaluation.median_replica(no_rollout) == 2 and "rollout" not in evaluation.combine(no_rollout, True)
+    assert scoring.median_replica(no_rollout) == 2 and "rollout" not in scoring.combine(no_rollout, True)
 
 
 def test_one_replica_has_the_same_schema_with_a_point_spread():
-    m = evaluation.combine([replica_result(0.2, 0.4, 3)], deterministic=True)
+    m = scoring.combine([replica_result(0.2, 0.4, 3)], deterministic=True)
     assert m["test"]["rmse"] == 0.2 and m["rollout"]["valid_horizon"] == 3
     assert m["spread"]["rollout_rmse"] == {"min": 0.4, "q1": 0.4, "q3": 0.4, "max": 0.4}
-    five = evaluation.combine([replica_result(0.2, 0.4, 3)] * 5, deterministic=False)
+    five = scoring.combine([replica_result(0.2, 0.4, 3)] * 5, deterministic=False)
     assert set(m) == set(five) and set(m["per_replica"]["0"]) == set(five["per_replica"]["4"])

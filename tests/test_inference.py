@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import evaluation, inference, params
+from pipeline import params
+from pipeline.stages import evaluate as evaluation
+from pipeline.models import inference
 from pipeline.files import checkpoints
 from pipeline.learning import models
 from pipeline.errors import ArtifactError
+from pipeline.analysis import scoring
 
 from conftest import source_env, tiny_params, write_params
 
@@ -59,7 +62,7 @@ def test_rollout_predicts_what_one_window_at_a_time_predicts(kind, features, bat
             p.mul_(2.0)
     forward = inference.restore(checkpoint_of(model, kind, shape))
     context = np.random.default_rng(2).normal(size=(batch, 7, features)).astype(np.float32)
-    by_window = evaluation.window_rollout(forward, context, 40)  # the definition: predict_next, slide, repeat
+    by_window = scoring.window_rollout(forward, context, 40)  # the definition: predict_next, slide, repeat
     together = forward.rollout(context, 40)
     assert together.shape == by_window.shape == (batch, 40, features) and together.dtype == np.float32
     assert np.ptp(by_window[:, :10], axis=1).min() > 1e-2  # the predictions move: the check has teeth
@@ -74,7 +77,7 @@ def test_rollout_of_zero_steps_and_the_evaluate_stage_uses_it(monkeypatch):
     assert forward.rollout(context, 0).shape == (2, 0, 1)
     calls = []
     monkeypatch.setattr(forward, "rollout", lambda ctx, steps: calls.append(steps) or np.zeros((2, steps, 1)))
-    evaluation.rollout(forward, context, 3)
+    scoring.rollout(forward, context, 3)
     assert calls == [3]
 
 
@@ -124,7 +127,8 @@ def test_evaluating_a_learned_model_never_imports_torch(project):
 
 def test_evaluation_does_not_depend_on_the_device_setting(project):
     """The evaluate stage declares no device param in dvc.yaml: its numbers must not depend on it."""
-    from pipeline import generate, training
+    from pipeline.stages import generate
+    from pipeline.stages import train as training
 
     loaded = params.load("params.yaml")
     generate.run(loaded, "sine")
@@ -213,7 +217,7 @@ def trained_size_forward(kind: str, layers: int = 2, features: int = 2) -> infer
 
 def window_rollout_of(predict, context: np.ndarray, steps: int) -> np.ndarray:
     """The definition of a rollout (predict, slide, repeat) for a bare predict function."""
-    return evaluation.window_rollout(SimpleNamespace(predict_next=predict), context, steps)
+    return scoring.window_rollout(SimpleNamespace(predict_next=predict), context, steps)
 
 
 @pytest.mark.parametrize("kind", models.MODELS.names())

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import baselines, params
+from pipeline import params
+from pipeline.models import baselines
 from pipeline.learning import models
 from pipeline.errors import ParamsError
 from pipeline.learning.models import MODELS, Shape

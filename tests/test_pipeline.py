@@ -156,7 +156,7 @@ def test_model_code_change_retrains_from_train_onward(repo):
 
 
 def test_plotting_code_change_only_redraws(repo):
-    stages = edit_code_and_reproduce(repo, "plotting.py")
+    stages = edit_code_and_reproduce(repo, "figures/plotting.py")
     assert {"generate@sine", "compare@sine", "compare@memory_short"} <= stages  # the stages that draw
     assert not any(s.startswith(("train", "evaluate")) for s in stages)
 

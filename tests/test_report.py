@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.generate
+import pipeline.stages.generate
 import pipeline.params
-from pipeline import report
+from pipeline.stages import report
 from pipeline.files import artifacts, datasets
 from pipeline.files.artifacts import Paths, write_arrays, write_csv, write_json
 from pipeline.errors import ArtifactError
+from pipeline.stages import compare
 
 from conftest import ROOT, tiny_params, use_datasets, write_params
 
@@ -384,7 +385,7 @@ def make_compare_fixture(project, replicas: int = 3, datasets_=("sine", "memory_
     params = load_params(project, datasets_=datasets_)
     paths = Paths(Path(project))
     for ds in params.datasets:
-        data = pipeline.generate.build(params, ds)
+        data = pipeline.stages.generate.build(params, ds)
         datasets.save(data, paths.dataset(ds))
         for m in params.models:
             if m in BASELINES:
@@ -398,7 +399,7 @@ def make_compare_fixture(project, replicas: int = 3, datasets_=("sine", "memory_
 def compared(tmp_path_factory):
     """One hand-made sine project (gru with 3 replicas), compared once, for the tests that only read it."""
     params, paths = make_compare_fixture(tmp_path_factory.mktemp("compared"), datasets_=("sine",))
-    report.compare(params, "sine", paths)
+    compare.compare(params, "sine", paths)
     return params, paths
 
 
@@ -455,10 +456,10 @@ def test_compare_writes_medians_with_band_columns(compared):
 
 def test_compare_without_a_rollout_writes_only_headers(project):
     params, paths = make_compare_fixture(project, datasets_=("memory_short",))
-    report.compare(params, "memory_short")
+    compare.compare(params, "memory_short")
     for what in ("horizon", "rollout"):
         assert paths.compare_curve(what, "memory_short").read_text().splitlines() == [
-            ",".join(report.COMPARE_HEADERS[what])]
+            ",".join(compare.COMPARE_HEADERS[what])]
     _, rows = read_csv(paths.compare_curve("loss", "memory_short"))
     assert {r["model"] for r in rows} == set(MODELS)
 
@@ -471,14 +472,14 @@ def test_compare_draws_every_figure(project, replicas, datasets_):
     """From hand-made files with 3 replicas and with 1; the sine's drawn again are byte-identical."""
     params, paths = make_compare_fixture(project, replicas, datasets_=datasets_)
     for ds in params.datasets:
-        report.compare(params, ds)
+        compare.compare(params, ds)
     figures = {ds: [paths.compare_figure(ds)] + [paths.pair_figure(ds, m) for m in MODELS] for ds in params.datasets}
     for ds in params.datasets:
         for path in figures[ds]:
             png = path.read_bytes()
             assert png.startswith(PNG_MAGIC) and len(png) > 1000
     first = [path.read_bytes() for path in figures["sine"]]
-    report.compare(params, "sine")
+    compare.compare(params, "sine")
     assert [path.read_bytes() for path in figures["sine"]] == first
 
 
@@ -486,16 +487,16 @@ def test_compare_stops_in_one_line_on_files_from_before_replicas(project):
     params, paths = make_compare_fixture(project, datasets_=("sine",))
     write_csv(paths.horizon_curve("sine", "gru"), ["step", "rmse"], [[1, 0.1]])
     with pytest.raises(ArtifactError, match=r"gru.csv has no column 'rmse_min'.*run `dvc repro`"):
-        report.compare(params, "sine")
+        compare.compare(params, "sine")
     arrays = dict(np.load(paths.predictions("sine", "linear")))
     write_arrays(paths.predictions("sine", "linear"), {"pred_test": arrays["pred_test"][0]})
     with pytest.raises(ArtifactError, match=r"linear.npz has no replica axis"):
-        report.compare(params, "sine")
+        compare.compare(params, "sine")
     assert not paths.compare_figure("sine").exists()  # nothing written before every input was read
 
 
 def test_band_clips_replicas_that_blew_up():
-    from pipeline import plotting
+    from pipeline.figures import plotting
 
     stack = np.array([[0.0, 1.0, 2.0], [0.5, np.inf, np.nan], [-0.5, 1.5, 2.5]])
     low, high = plotting._band(stack, -10.0, 10.0)
@@ -551,29 +552,29 @@ def test_templates_draw_a_band_from_the_compare_csvs(compared, what, template, x
 # --- compare on a real tiny run (needs the replicas' train and evaluate stages) ------------------------------
 
 def test_compare_on_a_real_tiny_run(project):
-    import pipeline.evaluation
-    import pipeline.training
+    import pipeline.stages.evaluate
+    import pipeline.stages.train
 
     models = ("persistence", "linear")
     params = load_params(project, models=models)
     paths = Paths()
     for ds in params.datasets:
-        pipeline.generate.run(params, ds)
+        pipeline.stages.generate.run(params, ds)
         for m in models:
-            pipeline.training.run(params, ds, m)
-            pipeline.evaluation.run(params, ds, m)
+            pipeline.stages.train.run(params, ds, m)
+            pipeline.stages.evaluate.run(params, ds, m)
     # files of a model that params.yaml no longer lists must not enter the comparison
     for path_of in (paths.train_curve, paths.horizon_curve, paths.rollout_curve, paths.eval_metrics,
                     paths.predictions):
         for ds in params.datasets:
             path_of(ds, "old").write_bytes(path_of(ds, "persistence").read_bytes())
     for ds in params.datasets:
-        report.compare(params, ds)
+        compare.compare(params, ds)
     report.summarize(params)
 
     for ds in params.datasets:
         header, rows = read_csv(paths.compare_curve("loss", ds))
-        assert header == report.COMPARE_HEADERS["loss"]
+        assert header == compare.COMPARE_HEADERS["loss"]
         assert {r["model"] for r in rows} == set(models)
         for m in models:
             _, own = read_csv(paths.train_curve(ds, m))
@@ -588,7 +589,7 @@ def test_compare_on_a_real_tiny_run(project):
     data = datasets.load(paths.dataset("sine"))
     steps = data.rollout_target.shape[1]
     header, rows = read_csv(paths.compare_curve("horizon", "sine"))
-    assert header == report.COMPARE_HEADERS["horizon"]
+    assert header == compare.COMPARE_HEADERS["horizon"]
     assert all(sum(r["model"] == m for r in rows) == steps for m in models)
     header, rows = read_csv(paths.compare_curve("rollout", "sine"))
     persistence = np.array([float(r["value"]) for r in rows if r["model"] == "persistence"])
@@ -633,7 +634,7 @@ def test_leaderboard_compares_a_free_running_variant_with_its_twin(project, free
 
 
 def test_model_colours_are_distinct_and_never_the_context_grey():
-    from pipeline import plotting
+    from pipeline.figures import plotting
 
     colours = plotting.model_colors([f"m{i}" for i in range(18)])
     assert len(set(colours.values())) == 18

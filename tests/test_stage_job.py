@@ -4,7 +4,7 @@ recorder; the real steps run in tests/test_cluster_repro.py's pipeline on 2 work
 
 import pytest
 
-from pipeline import stage_job
+from pipeline.cluster import stage_job
 
 
 @pytest.fixture
@@ -66,4 +66,4 @@ def test_no_step_status_is_one_python_uses_for_itself():
 def test_a_job_without_exactly_one_stage_is_refused(dvc_calls, capsys):
     calls, _ = dvc_calls
     assert stage_job.main([]) == stage_job.USAGE and stage_job.main(["a", "b"]) == stage_job.USAGE
-    assert calls == [] and "usage: python -m pipeline.stage_job STAGE" in capsys.readouterr().err
+    assert calls == [] and "usage: python -m pipeline.cluster.stage_job STAGE" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""pipeline/stats.py on hand-made replica sets: median and spread, the exact rank test (ties, its smallest possible
+"""pipeline/analysis/stats.py on hand-made replica sets: median and spread, the exact rank test (ties, its smallest possible
 p-values, the deterministic Monte Carlo branch) and the verdict that `python -m pipeline diff` prints."""
 
 from itertools import combinations
@@ -7,7 +7,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from pipeline import stats
+from pipeline.analysis import stats
 
 FIVE_VS_FIVE = 2 / 252  # the smallest two-sided p for 5 vs 5: only the two completely separated splits
 

@@ -20,7 +20,7 @@ import yaml
 
 from benchmarks import cluster_bench
 from conftest import ROOT, tiny_params
-from pipeline import sweep
+from pipeline.cluster import sweep
 from pipeline.errors import SweepError
 from test_pipeline import copy_project, ran, run, set_params
 

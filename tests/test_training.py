@@ -11,13 +11,18 @@ import pytest
 import torch
 
 from conftest import source_env, tiny_params, write_params
-from pipeline import baselines, evaluation, generate, inference, params, training
+from pipeline import params
+from pipeline.models import baselines
+from pipeline.stages import generate
+from pipeline.models import inference
+from pipeline.stages import train as training
 from pipeline.files import checkpoints, datasets
 from pipeline.learning import fitting, models, processes, runtime
 from pipeline.files.artifacts import Paths
-from pipeline.baselines import LinearAR
+from pipeline.models.baselines import LinearAR
 from pipeline.errors import ArtifactError, DeviceError, ParamsError
 from pipeline.learning.replicas import ReplicaStack
+from pipeline.analysis import scoring
 
 CPU = torch.device("cpu")
 METRIC_KEYS = {"replicas", "deterministic", "best_val_loss", "best_epoch", "final_train_loss", "final_val_loss",
@@ -669,7 +674,7 @@ def test_k_step_loss_is_the_evaluation_rollouts_error_on_the_same_weights(sine, 
                                predict=fitting.free_running(steps))
     for r, loss in enumerate(losses):
         checkpoint = checkpoints.Checkpoint(kind, tiny_shape(data), [stack.state_arrays(r)], Path("m.npz"))
-        rolled = evaluation.rollout(inference.restore(checkpoint), context, steps)
+        rolled = scoring.rollout(inference.restore(checkpoint), context, steps)
         expected = float(np.mean((rolled.astype(np.float64) - truth) ** 2))
         assert loss == pytest.approx(expected, rel=1e-4, abs=1e-7)
     assert losses[0] != losses[1]

@@ -7,16 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.generate
+import pipeline.stages.generate
 import pipeline.params
-import pipeline.training
-from pipeline import evaluation, user_data
-from pipeline.baselines import LinearAR
+import pipeline.stages.train
+from pipeline.stages import evaluate as evaluation
+from pipeline.data import user_data
+from pipeline.models.baselines import LinearAR
 from pipeline.errors import DataError
 from pipeline.files.artifacts import Paths
 from pipeline.files.checkpoints import Shape
-from pipeline.generators import KINDS
+from pipeline.data.generators import KINDS
 from pipeline.schema import SchemaError, build
+from pipeline.analysis import scoring
 
 from conftest import tiny_params, write_params
 
@@ -177,7 +179,7 @@ def test_the_generate_stage_prints_what_the_file_needed(project, capsys, missing
                             "time_column": "day", "window": 8, "missing": missing}
     write_params(project, raw)
     (project / PATH).write_text(text)
-    pipeline.generate.run(pipeline.params.load("params.yaml"), "shops")
+    pipeline.stages.generate.run(pipeline.params.load("params.yaml"), "shops")
     assert printed in capsys.readouterr().out.splitlines()
 
 
@@ -249,7 +251,7 @@ def test_a_forecast_does_not_change_when_values_from_its_origin_on_do(project):
     data = generate(rollout_steps=4, stride=2)
     model = LinearAR(Shape(1, 1, 8, 4, 1))
     model.fit(*data.scaled_split("train"))
-    before = evaluation.rollout(model, data.scaled(data.rollout_context), 4)
+    before = scoring.rollout(model, data.scaled(data.rollout_context), 4)
     shifted = {name: values.copy() for name, values in truth.items()}
     r = 5
     o = int(data.rollout_origin[r])
@@ -258,7 +260,7 @@ def test_a_forecast_does_not_change_when_values_from_its_origin_on_do(project):
     (project / PATH).write_text("shop,day,sales\n" + "\n".join(rows) + "\n")
     after_data = generate(rollout_steps=4, stride=2)
     np.testing.assert_array_equal(after_data.rollout_context[r], data.rollout_context[r])
-    after = evaluation.rollout(model, data.scaled(after_data.rollout_context), 4)
+    after = scoring.rollout(model, data.scaled(after_data.rollout_context), 4)
     np.testing.assert_array_equal(after[r], before[r])
 
 
@@ -271,22 +273,22 @@ def test_the_exact_linear_model_of_a_sine_scores_mase_zero_at_every_origin(proje
     assert len(data.rollout_origin) == len(range(300 - 75, 300 - 20 + 1, 5))
     model = LinearAR(Shape(1, 1, 8, 4, 1))
     model.fit(*data.scaled_split("train"))
-    pred = data.unscaled(evaluation.rollout(model, data.scaled(data.rollout_context), 20))
+    pred = data.unscaled(scoring.rollout(model, data.scaled(data.rollout_context), 20))
     scale = np.asarray(data.meta["naive_mae"])[data.series_rollout]
-    per_origin = [evaluation.mase(pred[r:r + 1], data.rollout_target[r:r + 1], scale[r:r + 1])
+    per_origin = [scoring.mase(pred[r:r + 1], data.rollout_target[r:r + 1], scale[r:r + 1])
                   for r in range(len(pred))]
     assert max(per_origin) < 1e-4
     persistence = np.repeat(data.rollout_context[:, -1:], 20, axis=1)  # a real forecast is far from 0
-    assert evaluation.mase(persistence, data.rollout_target, scale) > 1
+    assert scoring.mase(persistence, data.rollout_target, scale) > 1
 
 
 def test_mase_and_smape_by_hand():
     truth = np.array([[[1.0], [2.0]], [[10.0], [10.0]]])  # 2 origins, 2 steps
     pred = np.array([[[2.0], [2.0]], [[10.0], [12.0]]])
     scale = np.array([[0.5], [4.0]])
-    assert evaluation.mase(pred, truth, scale) == pytest.approx(((0.5 / 0.5) + (1.0 / 4.0)) / 2)
-    assert evaluation.smape(pred, truth) == pytest.approx((200 / 3 + 0 + 0 + 400 / 22) / 4)
-    assert evaluation.smape(np.zeros((1, 1, 1)), np.zeros((1, 1, 1))) == 0.0
+    assert scoring.mase(pred, truth, scale) == pytest.approx(((0.5 / 0.5) + (1.0 / 4.0)) / 2)
+    assert scoring.smape(pred, truth) == pytest.approx((200 / 3 + 0 + 0 + 400 / 22) / 4)
+    assert scoring.smape(np.zeros((1, 1, 1)), np.zeros((1, 1, 1))) == 0.0
 
 
 # --- per-series scaling ----------------------------------------------------------------------------------------
@@ -316,9 +318,9 @@ def test_per_series_scaling_keeps_metrics_in_original_units(project):
         raw["data"]["shops"] = {**entry, "scaling": scaling}
         write_params(project, raw)
         params = pipeline.params.load("params.yaml")
-        pipeline.generate.run(params, "shops")
+        pipeline.stages.generate.run(params, "shops")
         for model in ("persistence", "gru"):
-            pipeline.training.run(params, "shops", model)
+            pipeline.stages.train.run(params, "shops", model)
         metrics[scaling] = evaluation.run_dataset(params, "shops")
     assert metrics["per_series"]["persistence"]["test"] == metrics["global"]["persistence"]["test"]
     rollouts = [metrics[s]["persistence"]["rollout"] for s in ("per_series", "global")]

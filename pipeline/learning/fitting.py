@@ -89,7 +89,7 @@ def _unpack(examples: Examples) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 def free_running(steps: int) -> Predict:
     """The free-running prediction of `steps` values, (M, B, T, F) contexts -> (M, B, steps, F): step k predicts
     from the last T values (context, then its own predictions) from a fresh state, exactly as the evaluate
-    stage's rollout (evaluation.window_rollout) does, but differentiable through every fed-back value."""
+    stage's rollout (scoring.window_rollout) does, but differentiable through every fed-back value."""
     def predict(stack: ReplicaStack, x: torch.Tensor, members: list[int]) -> torch.Tensor:
         window, outputs = x, []
         for _ in range(steps):

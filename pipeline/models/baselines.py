@@ -12,7 +12,7 @@ OpenBLAS picks per CPU.
 
 import numpy as np
 
-from pipeline import inference
+from pipeline.models import inference
 from pipeline.files.checkpoints import Checkpoint, Shape, corrupt
 from pipeline.registry import Registry
 

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from pipeline import baselines
+from pipeline.models import baselines
 from pipeline.files import checkpoints, datasets
 from pipeline.learning import numerics, processes
 from pipeline.files.artifacts import Paths, guaranteed, write_csv, write_json

@@ -4,9 +4,9 @@
 `train@sine-gru`, ...) run in dependency waves computed from DVC's own graph (a stage's wave is one more than its
 deepest upstream stage's), each stage one Dask job:
 
-1. checks, before anything starts (sweep.py's, one line each): a clean working tree, HEAD on the git remote, a
+1. checks, before anything starts (jobs.py's, one line each): a clean working tree, HEAD on the git remote, a
    default DVC remote in the committed config; the scheduler reachable;
-2. per wave, one job per stage (`run_stage`): a fresh clone at HEAD, then `python -m pipeline.stage_job STAGE` in
+2. per wave, one job per stage (`run_stage`): a fresh clone at HEAD, then `python -m pipeline.cluster.stage_job STAGE` in
    it: `dvc repro --pull STAGE`, which restores its upstream stages from the remote's run-cache (they ran in an
    earlier wave) and runs the stage itself, then `dvc push --run-cache STAGE` and the push of the stage's
    `cache: false` outputs (below), in one process. A wave starts when the
@@ -25,23 +25,14 @@ A rerun after a failure submits every stage again: the finished ones are restore
 the failed one runs. This module changes no number, so it is no stage's dependency.
 """
 
-import os
 import re
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
-from pipeline.errors import SweepError
-from pipeline.stage_job import FAILED_STEP
-from pipeline.sweep import (_client, _close, _cores_for, _dvc, check_workspace, logged_runner, outcome, tail,
-                            tool_env)
+from pipeline.cluster.jobs import (check_workspace, client_for, close_client, dvc, outcome, run_stage, stage_graph,
+                                   tail)
+from pipeline.errors import ClusterReproError, SweepError
 
 LOG_DIR = Path(".dvc/tmp/cluster_repro")
-
-
-class ClusterReproError(SweepError):
-    """A cluster repro that cannot start (unclean or unpushed repository, no DVC remote, no scheduler, a cycle)."""
 
 
 # ---------------------------------------------------------------- waves (pure)
@@ -69,61 +60,7 @@ def waves(upstream: dict[str, set[str]]) -> list[list[str]]:
     return [sorted(group) for group in grouped]
 
 
-def stage_graph(root: Path) -> dict[str, set[str]]:
-    """{stage: its upstream stages} for the stages with a command, from DVC's graph of the workspace (edges point
-    from a stage to the stages whose outputs it depends on)."""
-    from dvc.repo import Repo
-
-    def address(stage) -> str:  # as `dvc repro` takes it from the project root: NAME, or sub/dvc.yaml:NAME
-        path = os.path.relpath(stage.path, root.resolve())
-        return stage.name if path == "dvc.yaml" else f"{path}:{stage.name}"
-
-    from dvc.exceptions import DvcException
-
-    try:
-        with Repo(str(root)) as repo:
-            graph = repo.index.graph
-            runnable = {stage for stage in graph.nodes if getattr(stage, "cmd", None) and getattr(stage, "name", None)}
-            return {address(stage): {address(up) for up in graph.successors(stage) if up in runnable}
-                    for stage in runnable}
-    except DvcException as exc:  # a dvc.yaml DVC cannot read: say so before any job starts
-        raise ClusterReproError(f"DVC cannot read the stages: {str(exc).strip().splitlines()[0]}") from None
-
-
 # ---------------------------------------------------------------- the job (worker side)
-
-def run_stage(git_url: str, base: str, stage: str, threads: int, workdir: str | None = None) -> dict:
-    """One stage on this worker: a fresh clone at `base`, then `python -m pipeline.stage_job STAGE` in it (`dvc repro
-    --pull STAGE`, upstream stages restored from the run-cache; its run-cache and outputs pushed; one process).
-    Returns {stage, ok, ran, log, error}; never raises."""
-    folder = Path(tempfile.mkdtemp(prefix="repro-", dir=workdir))
-    log: list[str] = []
-    env = tool_env({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-    cores = _cores_for(threads)
-
-    step = logged_runner(log, env, cores)
-
-    result = {"stage": stage, "ok": False, "ran": [], "log": "", "error": None}
-    try:
-        clone = folder / "clone"
-        if (step("git", "clone", "-q", "--no-checkout", git_url, str(clone), cwd=folder).returncode != 0
-                or step("git", "checkout", "-q", "--detach", base, cwd=clone).returncode != 0):
-            result["error"] = "could not clone the project"
-            return result
-        job = step(sys.executable, "-m", "pipeline.stage_job", stage, cwd=clone)
-        result["ran"] = re.findall(r"Running stage '([^']+)'", job.stdout + job.stderr)
-        if job.returncode != 0:
-            result["error"] = FAILED_STEP.get(job.returncode, f"the stage job exited with {job.returncode}")
-            return result
-        result["ok"] = True
-        return result
-    except Exception as exc:  # git missing, a remote that refuses the objects
-        log.append(repr(exc))
-        result["error"] = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        return result
-    finally:
-        result["log"] = "\n".join(log)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the coordinator
@@ -157,7 +94,7 @@ def run(workers: int | None, scheduler: str | None, threads: int | None, git_rem
         threads = threads or max(1, free_cores() // workers)
     threads = threads or 1
     try:
-        client = _client(workers, scheduler, threads)
+        client = client_for(workers, scheduler, threads)
     except SweepError as exc:
         raise ClusterReproError(exc.message) from None
     from distributed import as_completed
@@ -193,10 +130,10 @@ def run(workers: int | None, scheduler: str | None, threads: int | None, git_rem
                      f"restored from the run-cache, the failed ones run")
                 return len(failed)
     finally:
-        _close(client, scheduler)
+        close_client(client, scheduler)
 
     echo("coordinator: dvc repro --pull (restores every output from the run-cache, writes dvc.lock)")
-    final = _dvc(root, "repro", "--pull")
+    final = dvc(root, "repro", "--pull")
     output = final.stdout + final.stderr
     (root / LOG_DIR / "coordinator.log").write_text(output)
     if final.returncode != 0:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import user_data
+from pipeline.data import user_data
 from pipeline.files.datasets import (Dataset, first_windows, make_dataset, random_split_index, real_steps,
                                      sliding_windows)
 from pipeline.errors import DataError

@@ -1,28 +1,25 @@
-"""Evaluate one trained pair on held-out data: one-step test metrics and autoregressive extrapolation.
+"""Scoring one model on held-out data: one-step test metrics and autoregressive extrapolation (free-running rollout).
 
 The rollout feeds the model its own predictions: at every step it predicts from the last `window` values, the
 way it was trained (each window from a fresh initial state), so a model is never asked to run longer than the
 sequences it learned from. All held-out sequences roll out together as one batch, and a learned model advances
 all the windows in flight at once (inference.NumpyRecurrent.rollout).
-All metrics are in the data's original units. Every replica of a learned pair is scored; the metrics file holds
-their medians under the single-run names, the spread and each replica's values (`combine`).
+All metrics are in the data's original units. Every replica of a learned pair is scored; `combine` puts their
+medians under the single-run names, with the spread and each replica's values beside them.
 
 Everything here works on numpy arrays through one interface, `predict_next(x)`: (B, T, F) -> (B, F_out), and
-`predict_next(x, lengths)` for test windows of different lengths (right-padded), from each one's last real step. The
-baselines are numpy, and so is the forward pass of every built-in learned model (inference.py): the stage starts
-without importing torch.
+`predict_next(x, lengths)` for test windows of different lengths (right-padded), from each one's last real step.
 """
 
 import math
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from pipeline import baselines, inference, stats
-from pipeline.files import checkpoints, datasets
-from pipeline.files.artifacts import Paths, significant, write_arrays, write_csv, write_json
-from pipeline.params import EvalParams, Params
+from pipeline.analysis import stats
+from pipeline.files import datasets
+from pipeline.files.artifacts import significant
+from pipeline.params import EvalParams
 
 
 SCALE_FREE = ("mase", "smape")  # a backtest's extra errors (datasets made from a user's CSV)
@@ -179,102 +176,4 @@ def combine(results: list[dict], deterministic: bool) -> dict:
                                    stats.spread(_finite([row[key] for row in rows])).items()} for key in headline}
     metrics["per_replica"] = {str(r): row for r, row in enumerate(rows)}
     metrics["median_replica"] = median_replica(results)
-    return metrics
-
-
-def rollout_rows(data: datasets.Dataset, pred: np.ndarray | None, n_sequences: int,
-                 median: int = 0) -> list[list]:
-    """Long-format rows (sequence, feature, step, truth, prediction, prediction_min, prediction_max) for
-    (R, M, H, F) replica predictions: the median replica's prediction and the range over all replicas. Context
-    steps are <= 0 and have no prediction."""
-    rows = []
-    if pred is None:
-        return rows
-    window = data.meta["window"]
-    low, high = pred.min(axis=0), pred.max(axis=0)
-    for s in range(min(n_sequences, pred.shape[1])):
-        for f, feature in enumerate(data.meta["features"]):
-            for i, value in enumerate(data.rollout_context[s, :, f]):
-                rows.append([s, feature, i - window + 1, float(value), "", "", ""])
-            for i in range(pred.shape[2]):
-                rows.append([s, feature, i + 1, float(data.rollout_target[s, i, f]), float(pred[median, s, i, f]),
-                             float(low[s, i, f]), float(high[s, i, f])])
-    return rows
-
-
-def horizon_rows(errors: np.ndarray | None, median: int = 0) -> list[list]:
-    """(step, rmse, rmse_min, rmse_max) from (R, H) errors: the median replica's curve and the replicas' range."""
-    if errors is None:
-        return []
-    low, high = errors.min(axis=0), errors.max(axis=0)
-    return [[i + 1, float(errors[median, i]), float(low[i]), float(high[i])] for i in range(errors.shape[1])]
-
-
-def load_predictors(params: Params, path: Path) -> tuple[list[Predictor], bool]:
-    """Every replica a checkpoint holds, behind the numpy interface, and whether it is a deterministic baseline.
-    Baselines and every built-in learned kind run in numpy on the CPU (inference.py), so this stage needs no
-    torch; a kind without a numpy forward runs through torch on the configured device."""
-    checkpoint = checkpoints.load(path)
-    if checkpoint.kind in baselines.BASELINES:
-        return [baselines.restore(checkpoint)], True
-    if checkpoint.kind in inference.FORWARDS:
-        return [inference.restore(checkpoint, r) for r in range(len(checkpoint.replicas))], False
-    from pipeline.learning import models
-    from pipeline.learning.runtime import configure, resolve_device
-
-    device = resolve_device(params.device)
-    configure(params.threads)
-    return [models.NumpyPredictor(models.restore(checkpoint, device, r))
-            for r in range(len(checkpoint.replicas))], False
-
-
-def prediction_arrays(results: list[dict], median: int) -> dict[str, np.ndarray]:
-    """What the pair's figure is drawn from (the compare stage draws it), with a leading replica axis: test
-    predictions, and for a rollout its predictions, RMSE per step ahead and the valid-horizon threshold."""
-    arrays = {"pred_test": np.stack([res["pred_test"] for res in results])}
-    if "pred_rollout" in results[0]:
-        arrays.update(pred_rollout=np.stack([res["pred_rollout"] for res in results]),
-                      horizon_errors=np.stack([res["horizon_errors"] for res in results]),
-                      threshold=np.array(results[0]["threshold"]))
-    arrays["median_replica"] = np.array(median)
-    return arrays
-
-
-def run_dataset(params: Params, dataset: str, paths: Paths = Paths()) -> dict[str, dict]:
-    """The evaluate stage: every model of one dataset, each scored by `run`. One stage per dataset, not per
-    pair: scoring a pair takes a fraction of a second, while DVC spends over a second around each stage (it
-    re-reads and rewrites all of dvc.lock), so per-pair stages cost the default run more than a minute."""
-    data = datasets.load(paths.dataset(dataset))
-    names = params.models_on(dataset)
-    for name in names:  # a missing or damaged checkpoint stops the stage before it writes anything
-        checkpoints.load(paths.checkpoint(dataset, name))
-    return {name: run(params, dataset, name, paths, data) for name in names}
-
-
-def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths(),
-        data: datasets.Dataset | None = None) -> dict:
-    """One pair: dataset and checkpoint in; metrics JSON, rollout and horizon CSVs and the predictions out,
-    every replica scored (test metrics and the full rollout). It draws nothing: the compare stage draws every
-    figure of a dataset in one process, importing matplotlib once."""
-    if data is None:
-        data = datasets.load(paths.dataset(dataset))
-    predictors, deterministic = load_predictors(params, paths.checkpoint(dataset, model_name))
-    results = [score(data, model, params.evaluate) for model in predictors]
-    metrics = combine(results, deterministic)
-    median = metrics["median_replica"]
-    arrays = prediction_arrays(results, median)
-    write_json(paths.eval_metrics(dataset, model_name), metrics)
-    write_csv(paths.rollout_curve(dataset, model_name),
-              ["sequence", "feature", "step", "truth", "prediction", "prediction_min", "prediction_max"],
-              rollout_rows(data, arrays.get("pred_rollout"), params.evaluate.plot_sequences, median))
-    write_csv(paths.horizon_curve(dataset, model_name), ["step", "rmse", "rmse_min", "rmse_max"],
-              horizon_rows(arrays.get("horizon_errors"), median))
-    write_arrays(paths.predictions(dataset, model_name), arrays)
-    line = f"evaluate {dataset}/{model_name}: test rmse {metrics['test']['rmse']}"
-    if "rollout" in metrics:
-        line += f", {metrics['rollout']['steps']}-step rollout rmse {metrics['rollout']['rmse']}, " \
-                f"valid for {metrics['rollout']['valid_horizon']:g} steps"
-    if len(results) > 1:
-        line += f" (medians of {len(results)} replicas)"
-    print(line)
     return metrics

@@ -1,4 +1,4 @@
-"""`python -m pipeline.stage_job STAGE`: one stage of a cluster job, inside the job's clone, in one process.
+"""`python -m pipeline.cluster.stage_job STAGE`: one stage of a cluster job, inside the job's clone, in one process.
 
 A stage job (cluster_repro.run_stage: each stage of `pipeline repro --workers`, and each shared stage of a sweep's
 wave 0) does three DVC steps. As three `python -m dvc` processes each paid DVC's start-up (0.8 s measured on the
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     from dvc.cli import main as dvc
 
     if len(argv) != 1:
-        print("usage: python -m pipeline.stage_job STAGE", file=sys.stderr)
+        print("usage: python -m pipeline.cluster.stage_job STAGE", file=sys.stderr)
         return USAGE
     stage = argv[0]
     for status, args in ((REPRO_FAILED, ["repro", "--pull", stage]), (PUSH_FAILED, ["push", "--run-cache", stage])):

@@ -7,7 +7,7 @@ experiment refs, the default DVC remote the outputs and the run-cache. So:
 1. checks, before anything starts (one line each): a clean working tree, HEAD on the git remote, a default DVC
    remote in the committed config (a local one must be an absolute, existing folder), every -S value valid;
 2. wave 0, on the cluster: the stages every experiment shares (the `generate` stages, unless the sweep changes
-   `data*`/`datasets`), each a job of its own as in `pipeline repro --workers` (cluster_repro.run_stage), are
+   `data*`/`datasets`), each a job of its own as in `pipeline repro --workers` (jobs.run_stage), are
    reproduced (or restored) in a clone and pushed with their run-cache. The coordinator computes nothing: on a
    cluster it is often a login node, and the shared stages spread over the workers;
 3. one job per setting, on a worker (`run_job`, small and importable): a fresh clone at the base commit,
@@ -23,20 +23,19 @@ either, apart from the experiment refs it pulls and the job logs under .dvc/tmp/
 This module changes no number, so it is no stage's dependency.
 """
 
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.cluster.jobs import (check_workspace, client_for, close_client, cores_for, exp_ref, git, logged_runner,
+                                   outcome, remote_exp_refs, run_stage, stage_graph, tail, tool_env)
 from pipeline.errors import PipelineError, SweepError
 
 LOG_DIR = Path(".dvc/tmp/sweep")
-TAIL_LINES = 15
 SHARED_STAGES = "generate"                 # what wave 0 reproduces: the dataset files every experiment reads
 DATA_KEYS = ("data", "data_seed", "datasets")  # a sweep that changes these changes the datasets: no wave 0
 
@@ -137,130 +136,11 @@ def changes_data(jobs: list[Job]) -> bool:
 
 # ---------------------------------------------------------------- subprocesses
 
-def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This interpreter's bin first on PATH: stages run `python -m pipeline`, which must be this venv's python."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra or {})
-    return env
-
-
-def _run(args: list[str], cwd: str | Path, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=env or tool_env(), capture_output=True, text=True, **kwargs)
-
-
-def _git(cwd: str | Path, *args: str) -> subprocess.CompletedProcess:
-    return _run(["git", *args], cwd)
-
-
-def _dvc(cwd: str | Path, *args: str) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "dvc", *args], cwd)
-
-
-def remote_exp_refs(git_url: str, cwd: str | Path = ".") -> set[str]:
-    """The experiment refs on the git remote, `refs/exps/ab/cdef.../NAME`."""
-    done = _git(cwd, "ls-remote", git_url, "refs/exps/*")
-    return {line.split("\t", 1)[1] for line in done.stdout.splitlines() if "\t" in line}
-
-
-def exp_ref(base: str, name: str) -> str:
-    return f"refs/exps/{base[:2]}/{base[2:]}/{name}"
-
 
 # ---------------------------------------------------------------- checks (coordinator)
 
-def project_dvc_remote(root: Path) -> tuple[str, str]:
-    """(name, URL as written) of the default remote in .dvc/config, the file workers get: config.local and the
-    user's global config stay on this machine. `dvc remote list` would show a relative path made absolute."""
-    from configobj import ConfigObj
-
-    path = root / ".dvc" / "config"
-    if not path.is_file():
-        return "", ""
-    config = ConfigObj(str(path))
-    name = config.get("core", {}).get("remote", "")
-    return name, config.get(f'remote "{name}"', {}).get("url", "") if name else ""
-
-
-def check_workspace(root: Path, git_remote: str) -> tuple[list[str], str, str, str]:
-    """(problems, git remote URL, base commit, DVC remote URL); a problem is one line saying what to do."""
-    problems: list[str] = []
-    inside = _git(root, "rev-parse", "--show-toplevel")
-    if inside.returncode != 0:
-        return [f"{root} is not a git repository: workers clone the project from its git remote"], "", "", ""
-    head = _git(root, "rev-parse", "HEAD").stdout.strip()
-    if not head:
-        return ["the repository has no commit yet: commit the project and push it"], "", "", ""
-    dirty = _git(root, "status", "--porcelain", "--untracked-files=normal").stdout.splitlines()
-    if dirty:
-        problems.append(f"the working tree is not clean ({len(dirty)} changed or untracked path"
-                        f"{'s' if len(dirty) != 1 else ''}, e.g. {dirty[0][3:]}): workers run the committed "
-                        f"project, so commit or stash first")
-    url = _git(root, "remote", "get-url", git_remote).stdout.strip()
-    if not url:
-        problems.append(f"no git remote '{git_remote}': add one all workers can reach "
-                        f"(git remote add {git_remote} URL) and push HEAD to it")
-    else:
-        listed = _git(root, "ls-remote", url)
-        if listed.returncode != 0:
-            problems.append(f"git remote '{git_remote}' ({url}) cannot be read: "
-                            f"{(listed.stderr.strip().splitlines() or ['no answer'])[-1]}")
-        else:
-            shas = {line.split("\t", 1)[0] for line in listed.stdout.splitlines() if "\t" in line}
-            pushed = head in shas or any(
-                _git(root, "merge-base", "--is-ancestor", head, sha).returncode == 0 for sha in shas)
-            if not pushed:
-                problems.append(f"HEAD ({head[:7]}) is not on git remote '{git_remote}': push it first "
-                                f"(experiments hang off that commit and workers clone it)")
-    default, dvc_url = project_dvc_remote(root)
-    if not default:
-        problems.append("no default DVC remote in the committed config: `dvc remote add -d NAME URL` (a path all "
-                        "workers share, or s3://, gs://, ssh://), then commit .dvc/config")
-    elif "://" not in dvc_url:
-        path = Path(dvc_url)
-        if not path.is_absolute():
-            problems.append(f"DVC remote '{default}' is a relative path ({dvc_url}): a worker's clone would "
-                            f"resolve it inside itself; use an absolute path every worker sees")
-        elif not path.is_dir():
-            problems.append(f"DVC remote '{default}' ({dvc_url}) is not an existing folder: create it or "
-                            f"point the remote at a shared path")
-    return problems, url, head, dvc_url
-
 
 # ---------------------------------------------------------------- the jobs (worker side, small on purpose)
-
-def logged_runner(log: list[str], env: dict[str, str], cores: set[int] | None
-                  ) -> Callable[..., subprocess.CompletedProcess]:
-    """A job's way of running a command: pinned to its cores, with the command, its output and a failing exit
-    status appended to `log` (the log a failed job is reported with)."""
-    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        log.append(f"$ {' '.join(args)}")
-        done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
-                              preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
-        log.append((done.stdout + done.stderr).rstrip())
-        if done.returncode != 0:
-            log.append(f"(exit status {done.returncode})")
-        return done
-
-    return run
-
-
-def _cores_for(share: int) -> set[int] | None:
-    """The cores this job may use: a worker-specific slice of `share` of this process's cores (a LocalCluster's
-    workers are named 0, 1, ...), so that the forked training jobs of one stage stay inside it."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        return None
-    if share <= 0 or share >= len(cores):
-        return None
-    try:
-        from distributed import get_worker
-        index = int(get_worker().name)
-    except Exception:
-        return None
-    start = (index * share) % len(cores)
-    return {cores[(start + i) % len(cores)] for i in range(share)}
 
 
 def run_job(git_url: str, base: str, name: str, overrides: tuple[str, ...], threads: int,
@@ -272,7 +152,7 @@ def run_job(git_url: str, base: str, name: str, overrides: tuple[str, ...], thre
     limits = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "DVC_EXP_AUTO_PUSH": "true",
               "DVC_EXP_GIT_REMOTE": "origin"}
     env = tool_env(limits)
-    cores = _cores_for(threads)
+    cores = cores_for(threads)
 
     run = logged_runner(log, env, cores)
 
@@ -300,18 +180,14 @@ def run_job(git_url: str, base: str, name: str, overrides: tuple[str, ...], thre
 def shared_stages(root: Path) -> list[str]:
     """The stages of wave 0 as `dvc repro` names them (`generate@sine`, ...): every stage of the SHARED_STAGES
     group, from DVC's own graph of the workspace, which is the base commit (the tree is clean)."""
-    from pipeline.cluster_repro import stage_graph
-
     return sorted(stage for stage in stage_graph(root) if stage.split("@", 1)[0] == SHARED_STAGES)
 
 
 def prepare_shared(client, git_url: str, base: str, stages: list[str], threads: int) -> dict:
-    """Wave 0: each shared stage a job of its own on the cluster (cluster_repro.run_stage: a clone, the stage
+    """Wave 0: each shared stage a job of its own on the cluster (jobs.run_stage: a clone, the stage
     reproduced or restored from the remote's run-cache, then pushed with its run-cache), so that the stages spread
     over the workers and no experiment computes them. Same return shape as run_job; the log holds every job's."""
     from distributed import as_completed
-
-    from pipeline.cluster_repro import run_stage
 
     futures = {client.submit(run_stage, git_url, base, stage, threads, key=f"wave0-{stage}", pure=False): stage
                for stage in stages}
@@ -326,24 +202,6 @@ def prepare_shared(client, git_url: str, base: str, stages: list[str], threads: 
 
 
 # ---------------------------------------------------------------- the coordinator
-
-def tail(text: str, lines: int = TAIL_LINES) -> str:
-    return "\n".join("    " + line for line in text.rstrip().splitlines()[-lines:])
-
-
-def _client(workers: int | None, scheduler: str | None, threads: int):
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            return Client(scheduler, timeout="5s")
-        except Exception as exc:
-            raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {str(exc).splitlines()[0]}") from None
-    # The scheduler serves HTTP even without a dashboard, on 8787 unless told otherwise: port 0 (any free one)
-    # keeps a second sweep, or a dashboard already running, from printing "Port 8787 is already in use".
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
-    return Client(cluster)
 
 
 def run(specs: list[str], workers: int | None, scheduler: str | None, threads: int | None, git_remote: str,
@@ -403,12 +261,12 @@ def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, sche
 
     failed: list[str] = []
     with ThreadPoolExecutor(max_workers=1) as pool:
-        starting = pool.submit(_client, workers, scheduler, threads)
+        starting = pool.submit(client_for, workers, scheduler, threads)
         try:
             shared = [] if changes_data(todo) else shared_stages(root)
         except BaseException:
             if starting.exception() is None:
-                _close(starting.result(), scheduler)
+                close_client(starting.result(), scheduler)
             raise
         client = starting.result()
     where = scheduler or f"{workers} local workers"
@@ -435,24 +293,8 @@ def _fan_out(todo: list[Job], git_url: str, base: str, workers: int | None, sche
                 echo(f"{result['name']}: FAILED, {result['error']} (log {log_path}); its last lines:\n"
                      f"{tail(result['log'])}")
     finally:
-        _close(client, scheduler)
+        close_client(client, scheduler)
     return failed
-
-
-def outcome(future, **identity) -> dict:
-    """A finished job's result; when its worker process died (killed, out of memory, its machine gone) the job never
-    returned one, and this is a failed result saying so, with `identity` (its name or stage) filled in."""
-    try:
-        return future.result()
-    except Exception as exc:
-        return {**identity, "ok": False, "log": repr(exc), "error": f"the worker was lost: {exc}"}
-
-
-def _close(client, scheduler: str | None) -> None:
-    """The client, and the LocalCluster with its worker processes if this sweep started one."""
-    client.close()
-    if scheduler is None and client.cluster is not None:
-        client.cluster.close()
 
 
 def _collect(finished: list[str], base: str, git_remote: str, diff: bool, echo, root: Path) -> None:
@@ -460,7 +302,7 @@ def _collect(finished: list[str], base: str, git_remote: str, diff: bool, echo, 
     `dvc exp pull` brings their outputs into the cache (for `dvc exp apply`): the refs alone are what the table and
     the diffs read, so the three run side by side (two processes and this one) instead of one after the other."""
     refs = [f"+{exp_ref(base, name)}:{exp_ref(base, name)}" for name in finished]
-    fetched = _git(root, "fetch", "-q", git_remote, *refs)
+    fetched = git(root, "fetch", "-q", git_remote, *refs)
     if fetched.returncode != 0:
         echo(f"git fetch of the experiment refs failed:\n{tail(fetched.stdout + fetched.stderr)}")
     started = {what: subprocess.Popen([sys.executable, "-m", "dvc", "exp", *args], cwd=root, stdout=subprocess.PIPE,
@@ -480,7 +322,7 @@ def _collect(finished: list[str], base: str, git_remote: str, diff: bool, echo, 
 
 def _diff_summaries(finished: list[str], base: str, root: Path) -> list[str]:
     """Each experiment against the base commit in one line: better / worse / within seed noise."""
-    from pipeline import diff as diff_module
+    from pipeline.experiments import diff as diff_module
 
     try:
         (_, base_pairs), *experiments = diff_module.read_many([base, *finished], root)

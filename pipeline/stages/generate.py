@@ -4,7 +4,7 @@ import numpy as np
 
 from pipeline.files import datasets
 from pipeline.files.artifacts import Paths
-from pipeline.generators import KINDS
+from pipeline.data.generators import KINDS
 from pipeline.params import Params
 
 
@@ -15,7 +15,7 @@ def build(params: Params, name: str) -> datasets.Dataset:
 
 
 def run(params: Params, name: str, paths: Paths = Paths()) -> datasets.Dataset:
-    from pipeline import plotting  # matplotlib only after the data is known to be good
+    from pipeline.figures import plotting  # matplotlib only after the data is known to be good
 
     data = build(params, name)
     datasets.save(data, paths.dataset(name))

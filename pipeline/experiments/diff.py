@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import stats
+from pipeline.analysis import stats
 from pipeline.errors import ArtifactError, PipelineError
 
 WORKSPACE = "workspace"

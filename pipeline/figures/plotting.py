@@ -279,7 +279,7 @@ def model_colors(models: list[str]) -> dict[str, str]:
 
 
 def compare_figure(path: Path, data: Dataset, results: dict[str, dict]) -> None:
-    """Every model of one dataset on one figure (`results`: model -> report.pair_result): each model's median
+    """Every model of one dataset on one figure (`results`: model -> compare.pair_result): each model's median
     replica's rollout with a band over its replicas against the truth, or, with no rollout, median test RMSE bars
     with min-max whiskers."""
     colors = model_colors(list(results))
