@@ -5,17 +5,14 @@ Both pin torch to one CPU thread, as the pipeline's stages do, and report the me
 hiccup of a busy machine does not decide the result.
 """
 
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from benchmarks import notebooks
+from benchmarks.timing import alternating, median_time
 from benchmarks.notebooks import THREADS, warm_up, window_rollout
 from pipeline.models import inference
 from pipeline.files import checkpoints, datasets
@@ -38,29 +35,6 @@ class TorchRNN(nn.Module):
     def predict_next(self, x: torch.Tensor) -> torch.Tensor:
         _, h = self.rnn(x)  # h (1, B, H)
         return self.head(h[-1])
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median wall time of `repeats` calls, and the last call's result."""
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
-
-
-def _alternating(sides: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """Each side's median wall time over `repeats` rounds in which every side runs once, and its last result:
-    a busy spell of a shared machine then lands on all sides alike."""
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    results: dict[str, Any] = {}
-    for _ in range(repeats):
-        for name, fn in sides.items():
-            started = time.perf_counter()
-            results[name] = fn()
-            times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(t) for name, t in times.items()}, results
 
 
 def _build(kind: str, hidden: int, seq_len: int) -> nn.Module:
@@ -90,7 +64,7 @@ def throughput(kind: str, hidden: int = 16, batch: int = 64, seq_len: int = 15, 
             optimizer.step()
 
     train(1)  # first-call allocations and Adam's state stay out of the timing
-    seconds, _ = _timed(lambda: train(steps), repeats)
+    seconds, _, _ = median_time(lambda: train(steps), repeats)
     return {"kind": kind, "hidden": hidden, "batch": batch, "seq_len": seq_len,
             "parameters": sum(p.numel() for p in model.parameters()),
             "seconds_per_update": seconds / steps,
@@ -148,7 +122,7 @@ def rollout_comparison(checkpoint: checkpoints.Checkpoint, data: datasets.Datase
     sides = {"batched": lambda: scoring.rollout(predictor, context, steps),
              **{name: (lambda f=forward: window_rollout(f.predict_next, context, steps))
                 for name, forward in loops.items()}}
-    seconds, out = _alternating(sides, repeats)
+    seconds, _, out = alternating(sides, repeats)
     result = {"sequences": len(context), "steps": steps, "batched_seconds": seconds["batched"]}
     for name in loops:
         diff = np.abs(data.unscaled(out[name]) - data.unscaled(out["batched"]))

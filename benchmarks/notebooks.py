@@ -12,7 +12,6 @@ Only the training loop is timed, with torch pinned to one CPU thread on both sid
 """
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.timing import timed
 from pipeline.stages import evaluate as evaluation
 from pipeline.stages import generate
 from pipeline.files import checkpoints, datasets
@@ -350,9 +350,7 @@ def run_notebook(exp: Experiment, seed: int, data: datasets.Dataset) -> dict:
     device = torch.device(DEVICE)
     model = NOTEBOOK_MODELS[exp.model](data.x_train.shape[-1], exp.hidden, data.y_train.shape[-1]).to(device)
     x, y = (torch.from_numpy(a).to(device) for a in (data.x_train, data.y_train))
-    started = time.perf_counter()
-    LOOPS[exp.notebook](model, exp, x, y)
-    seconds = time.perf_counter() - started
+    seconds, _ = timed(lambda: LOOPS[exp.notebook](model, exp, x, y))
     model.eval()
     with torch.no_grad():
         pred = model.predict_next(torch.from_numpy(data.x_test).to(device)).cpu().numpy()
@@ -379,9 +377,7 @@ def run_pipeline(exp: Experiment, seed: int, data_dir: Path) -> dict:
                          window=data.meta["window"], hidden=spec.hidden, layers=spec.layers)
     stack = ReplicaStack(spec.kind, shape, [params.seed], spec.forget_bias).to(device)  # replica 0: the run's seed
     train, val = fitting.tensors(data, "train", device), fitting.tensors(data, "val", device)
-    started = time.perf_counter()
-    history, = fitting.fit(stack, train, val, params.training(exp.dataset, exp.variant))
-    seconds = time.perf_counter() - started
+    seconds, (history,) = timed(lambda: fitting.fit(stack, train, val, params.training(exp.dataset, exp.variant)))
     checkpoint = paths.checkpoint(exp.dataset, exp.variant)
     checkpoints.save(checkpoint, spec.kind, shape, [stack.state_arrays(0)])
     predictor, = evaluation.load_predictors(params, checkpoint)[0]

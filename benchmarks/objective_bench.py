@@ -7,13 +7,12 @@ per step for every replica). Both sides run every epoch (patience 0) on the same
 each epoch is included, as in training."""
 
 import dataclasses
-import statistics
-import time
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 
+from benchmarks.timing import alternating, timed
 from pipeline.data import generators
 from pipeline.stages import train as training
 from pipeline.learning import fitting
@@ -52,18 +51,14 @@ def epoch_costs(params: Params, kinds: Iterable[str] = KINDS, steps: Iterable[in
             else:  # one teacher-forced epoch first (timed apart and subtracted), then the phase
                 cfg = dataclasses.replace(base, epochs=1, rollout_steps=k, rollout_epochs=epochs)
                 continued = fitting.continued_tensors(data, k, cpu)
-            started = time.perf_counter()
-            fitting.fit(stack, train, val, cfg, continued=continued)
-            return time.perf_counter() - started
+            return timed(lambda: fitting.fit(stack, train, val, cfg, continued=continued))
 
-        runs: dict[int, list[float]] = {k: [] for k in (0, *steps)}
-        for _ in range(repeats):
-            for k in runs:
-                runs[k].append(seconds(k))
-        teacher = statistics.median(runs[0]) / epochs
-        row = {"teacher_forced": teacher, "runs": {str(k): v for k, v in runs.items()}}
+        medians, runs, _ = alternating({str(k): (lambda k=k: seconds(k)) for k in (0, *steps)}, repeats,
+                                       clock=lambda side: side())  # a side times its fit only, not its set-up
+        teacher = medians["0"] / epochs
+        row = {"teacher_forced": teacher, "runs": runs}
         for k in steps:
-            per_epoch = (statistics.median(runs[k]) - teacher) / epochs
+            per_epoch = (medians[str(k)] - teacher) / epochs
             row[str(k)] = per_epoch
             row[f"ratio_{k}"] = per_epoch / teacher
         result[kind] = row

@@ -16,7 +16,6 @@ Each returns a plain dict that `benchmarks/run.py` writes to results.json.
 import copy
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import yaml
+
+from benchmarks.timing import alternating, median_time, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: DVC runs `python -m pipeline ...` through the shell
@@ -203,13 +204,8 @@ def require_noop(output: str) -> None:
 
 def noop_repro(repo: Path, repeats: int) -> dict:
     """Median wall time of `dvc repro` in an already reproduced repo (every run must do nothing)."""
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        output = run(Path(repo), "dvc", "repro")
-        runs.append(time.perf_counter() - started)
-        require_noop(output)
-    return {"seconds": statistics.median(runs), "runs": runs}
+    seconds, runs, _ = median_time(lambda: require_noop(run(Path(repo), "dvc", "repro")), repeats)
+    return {"seconds": seconds, "runs": runs}
 
 
 # --- start-up -----------------------------------------------------------------------------------------------------
@@ -231,25 +227,22 @@ def startup(repeats: int, imports: Mapping[str, list[str]] = STARTUP_IMPORTS, cw
     Returns repeats, bare_torch_seconds and commands: name -> modules, seconds, ratio (to the bare import),
     torch and matplotlib (whether they ended up in sys.modules)."""
     commands = {"import torch": ["torch"], **{name: list(modules) for name, modules in imports.items()}}
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    loaded: dict[str, tuple[bool, bool]] = {}
-    for round_ in range(repeats + 1):
-        for name, modules in commands.items():
-            args = [sys.executable, "-c", _probe(modules)]
-            started = time.perf_counter()
-            done = subprocess.run(args, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=300)
-            elapsed = time.perf_counter() - started
-            if done.returncode:
-                raise _failure(args, Path(cwd), done.returncode, done.stdout + done.stderr)
-            # stdout only: a warning on stderr must not be read as the answer
-            torch_loaded, matplotlib_loaded = (word == "True" for word in done.stdout.split()[-2:])
-            loaded[name] = (torch_loaded, matplotlib_loaded)
-            if round_:
-                times[name].append(elapsed)
-    bare = statistics.median(times["import torch"])
-    result = {name: {"modules": commands[name], "seconds": statistics.median(times[name]),
-                     "ratio": statistics.median(times[name]) / bare, "torch": loaded[name][0],
-                     "matplotlib": loaded[name][1], "runs": times[name]}
+
+    def probe(modules: list[str]) -> tuple[float, tuple[bool, bool]]:
+        args = [sys.executable, "-c", _probe(modules)]
+        elapsed, done = timed(lambda: subprocess.run(args, cwd=cwd, env=environment(), capture_output=True,
+                                                     text=True, timeout=300))
+        if done.returncode:
+            raise _failure(args, Path(cwd), done.returncode, done.stdout + done.stderr)
+        # stdout only: a warning on stderr must not be read as the answer
+        torch_loaded, matplotlib_loaded = (word == "True" for word in done.stdout.split()[-2:])
+        return elapsed, (torch_loaded, matplotlib_loaded)  # the interpreter's start-up timed, not the check
+
+    medians, times, loaded = alternating({name: (lambda m=modules: probe(m)) for name, modules in commands.items()},
+                                         repeats, warm_up_rounds=1, clock=lambda side: side())
+    bare = medians["import torch"]
+    result = {name: {"modules": commands[name], "seconds": medians[name], "ratio": medians[name] / bare,
+                     "torch": loaded[name][0], "matplotlib": loaded[name][1], "runs": times[name]}
               for name in imports}
     return {"repeats": repeats, "bare_torch_seconds": bare, "bare_torch_runs": times["import torch"],
             "commands": result}

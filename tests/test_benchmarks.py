@@ -182,3 +182,24 @@ def test_objective_bench_times_both_phases(project):
     assert costs["steps"] == [2] and set(rnn["runs"]) == {"0", "2"}
     assert rnn["teacher_forced"] > 0 and rnn["2"] > 0  # the phase costs something beyond its first epoch
     assert rnn["ratio_2"] == pytest.approx(rnn["2"] / rnn["teacher_forced"])
+
+
+# --- the shared timing code (benchmarks/timing.py) ----------------------------------------------------------------
+
+def test_alternating_runs_the_sides_in_turns_after_untimed_warm_up_rounds_and_takes_medians():
+    from benchmarks import timing
+
+    calls, clock = [], iter([9.0, 9.0, 3.0, 1.0, 1.0, 5.0, 2.0, 3.0])  # round 0 is the warm-up, then 3 rounds
+    sides = {"a": lambda: calls.append("a") or "ra", "b": lambda: calls.append("b") or "rb"}
+    medians, runs, results = timing.alternating(sides, 3, warm_up_rounds=1, clock=lambda fn: (next(clock), fn()))
+    assert calls == ["a", "b"] * 4
+    assert runs == {"a": [3.0, 1.0, 2.0], "b": [1.0, 5.0, 3.0]} and medians == {"a": 2.0, "b": 3.0}
+    assert results == {"a": "ra", "b": "rb"}
+
+
+def test_median_time_keeps_every_run_and_the_last_result():
+    from benchmarks import timing
+
+    counter = iter(range(5))
+    median, runs, last = timing.median_time(lambda: next(counter), 5)
+    assert len(runs) == 5 and median == sorted(runs)[2] and last == 4
