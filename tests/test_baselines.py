@@ -148,7 +148,8 @@ def test_stage_modules_import_neither_torch_nor_matplotlib(module):
 
 def test_baseline_stages_run_without_torch(project):
     """Generate, train and evaluate both baselines: the whole chain for a baseline never loads torch."""
-    code = ("from pipeline import params, generate, training, evaluation, report\n"
+    code = ("from pipeline import params\nfrom pipeline.stages import generate, train as training, "
+            "evaluate as evaluation, report\n"
             "p = params.load('params.yaml')\n"
             "generate.run(p, 'sine')\n"
             "for m in ('persistence', 'linear'):\n"
@@ -160,7 +161,7 @@ def test_baseline_stages_run_without_torch(project):
 
 
 def test_a_learned_model_does_load_torch(project):
-    code = ("from pipeline import params, generate, training\n"
+    code = ("from pipeline import params\nfrom pipeline.stages import generate, train as training\n"
             "p = params.load('params.yaml')\n"
             "generate.run(p, 'sine'); training.run(p, 'sine', 'gru')\n")
     assert "torch" in _modules_after(code, cwd=project)

@@ -44,7 +44,6 @@ def matrix_params() -> dict:
     raw = tiny_params()
     raw["datasets"] = ["sine"]
     raw["models"] = {"persistence": {}, "gru": {}}
-    raw["models"].pop("rnn_fr")
     return raw
 
 

@@ -113,10 +113,10 @@ def test_a_kind_without_numpy_forward_is_evaluated_through_torch(tmp_path, monke
 
 
 def test_evaluating_a_learned_model_never_imports_torch(project):
-    train = ("from pipeline import params, generate, training\n"
+    train = ("from pipeline import params\nfrom pipeline.stages import generate, train as training\n"
              "p = params.load('params.yaml'); generate.run(p, 'sine'); training.run(p, 'sine', 'gru')\n")
     subprocess.run([sys.executable, "-c", train], cwd=project, check=True, capture_output=True, env=source_env())
-    evaluate = ("import sys\nfrom pipeline import params, evaluation\n"
+    evaluate = ("import sys\nfrom pipeline import params\nfrom pipeline.stages import evaluate as evaluation\n"
                 "evaluation.run(params.load('params.yaml'), 'sine', 'gru')\n"
                 "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", evaluate], cwd=project, check=True, capture_output=True, text=True,

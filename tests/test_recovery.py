@@ -27,7 +27,7 @@ EPOCHS = 400  # the gru trains for a few seconds: long enough to be stopped mid-
 def recovery_params() -> dict:
     raw = tiny_pipeline_params()
     use_datasets(raw, ["sine"])
-    raw["models"].pop("rnn_fr")
+    raw["models"].pop("gru_fr")
     raw["train"].update(epochs=EPOCHS, patience=EPOCHS)
     return raw
 

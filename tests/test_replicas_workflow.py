@@ -24,7 +24,6 @@ LEARNED = ("gru", "rnn")
 def profile() -> dict:
     raw = tiny_pipeline_params()
     raw["models"] = {"persistence": {}, "linear": {}, "gru": {}, "rnn": {}}
-    raw["models"].pop("rnn_fr")
     raw["model"] = {"hidden": 8, "layers": 1}
     raw["train"].update(epochs=20, patience=20, replicas=5, lr=0.01)
     return raw

@@ -259,7 +259,6 @@ def sweep_params() -> dict:
     raw = tiny_params()
     raw["datasets"] = ["sine"]
     raw["models"] = {"persistence": {}, "gru": {}}
-    raw["models"].pop("rnn_fr")
     return raw
 
 

@@ -637,7 +637,7 @@ def test_a_train_stage_never_imports_torch_dynamo(project):
     """torch.optim would import torch._dynamo (about a second per stage); fitting.Adam must keep it out."""
     import subprocess
     import sys
-    code = ("import sys\nfrom pipeline import params, generate, training\n"
+    code = ("import sys\nfrom pipeline import params\nfrom pipeline.stages import generate, train as training\n"
             "p = params.load('params.yaml'); generate.run(p, 'sine'); training.run(p, 'sine', 'gru')\n"
             "print('torch._dynamo' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True,

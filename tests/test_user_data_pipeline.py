@@ -36,7 +36,7 @@ def repo(tmp_path_factory) -> Path:
     copy_project(repo)
     raw = tiny_pipeline_params()
     raw["datasets"] = ["sine", "shops"]
-    raw["models"].pop("rnn_fr")
+    raw["models"].pop("gru_fr")
     raw["data"]["shops"] = {"kind": "csv", "path": "data/raw/shops.csv", "columns": ["sales", "returns"],
                             "id_column": "shop", "time_column": "date", "scaling": "per_series", "window": 8,
                             "rollout_steps": 5, "stride": 2}
