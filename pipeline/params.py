@@ -24,6 +24,8 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 GATED = ("lstm", "gru")  # the kinds with a gate that keeps the old state (model.forget_bias)
 MODEL_KINDS_LEARNED = GATED + ("rnn", "elman", "concat")  # trained by gradients (the others are closed-form)
+# data.<name>.normalise: pipeline/models/normalisation.py implements these (its MODES; a test checks they agree)
+NORMALISATIONS = ("none", "window", "window_robust", "difference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Params:
     evaluate: EvalParams
     model_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # models.<name>.train
     data_train: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # data.<name>.train
+    data_normalise: dict[str, str] = dataclasses.field(default_factory=dict)  # data.<name>.normalise, if not none
 
     def models_on(self, dataset: str) -> list[str]:
         """The variants that run on `dataset`: every `models:` entry but those whose `datasets:` leaves it out.
@@ -119,6 +122,10 @@ class Params:
     def runs_nowhere(self) -> list[str]:
         """The variants with a `datasets:` of which `datasets:` lists none (e.g. after narrowing `datasets:`)."""
         return [m for m in self.models if not any(m in self.models_on(ds) for ds in self.datasets)]
+
+    def normalise(self, name: str) -> str:
+        """How the learned models and the linear baseline read `name`'s windows (models/normalisation.py)."""
+        return self.data_normalise.get(name, "none")
 
     def dataset(self, name: str) -> Any:
         if name not in self.data:
@@ -187,14 +194,14 @@ def parse(raw: Any) -> Params:
         fail("device", f"must be auto, cpu, cuda, cuda:N or mps; got {shown(device)}")
     model = build(ModelParams, raw["model"], "model")
     train = build(TrainParams, raw["train"], "train")
-    data, kinds, data_train = _parse_data(raw["data"], train)
+    data, kinds, data_train, data_normalise = _parse_data(raw["data"], train)
     models, model_train = _parse_models(raw["models"], model, train, kinds)
     listed = _parse_datasets(raw["datasets"], data)
     params = Params(
         seed=seed, data_seed=raw["data_seed"], device=device, threads=threads,
         datasets=listed, models=models, data=data, data_kinds=kinds, model=model, train=train,
         evaluate=build(EvalParams, raw["evaluate"], "evaluate"),
-        model_train=model_train, data_train=data_train,
+        model_train=model_train, data_train=data_train, data_normalise=data_normalise,
     )
     _check_rollouts(params)
     return params
@@ -243,8 +250,26 @@ def _train_override(raw: Any, key: str, train: TrainParams) -> dict[str, Any]:
     return {name: getattr(full, name) for name in raw}
 
 
-def _parse_data(raw: Any, train: TrainParams) -> tuple[dict[str, Any], dict[str, str], dict[str, dict]]:
-    data, kinds, overrides = {}, {}, {}
+# What a kind's windows are read as unless its entry says otherwise. A user's series often trends, and then the
+# training part's statistics put the test part outside the range the models saw (docs/your-own-data.md has the
+# measurement behind this default); the synthetic tasks keep the behaviour they were measured with.
+DEFAULT_NORMALISE = {"csv": "window"}
+DATA_ENTRY_KEYS = ("kind", "train", "normalise")  # the keys of every data: entry besides its kind's own
+
+
+def _parse_normalise(entry: dict, name: str, kind: str) -> str:
+    mode = entry.get("normalise", DEFAULT_NORMALISE.get(kind, "none"))
+    if mode not in NORMALISATIONS:
+        fail(f"data.{name}.normalise", f"must be one of: {', '.join(NORMALISATIONS)}; got {shown(mode)}")
+    if mode != "none" and not KINDS.get(kind).rolls_out:
+        fail(f"data.{name}.normalise", f"applies to data whose target is its next value; a {kind} dataset's is "
+             f"not, so use none (got {shown(mode)})")
+    return mode
+
+
+def _parse_data(raw: Any, train: TrainParams
+                ) -> tuple[dict[str, Any], dict[str, str], dict[str, dict], dict[str, str]]:
+    data, kinds, overrides, normalise = {}, {}, {}, {}
     for name, entry in require_mapping("data", raw).items():
         if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             fail("data", f"has a bad name {shown(name)}: use letters, digits and _ (it becomes a file name)")
@@ -252,10 +277,12 @@ def _parse_data(raw: Any, train: TrainParams) -> tuple[dict[str, Any], dict[str,
         kind = entry.get("kind")
         if not isinstance(kind, str) or kind not in KINDS:
             fail(f"data.{name}.kind", f"must be one of: {', '.join(KINDS.names())}; got {shown(kind)}")
-        data[name] = build(KINDS.get(kind).spec, entry, f"data.{name}", ignore=("kind", "train"))
+        data[name] = build(KINDS.get(kind).spec, entry, f"data.{name}", ignore=DATA_ENTRY_KEYS)
         kinds[name] = kind
         overrides[name] = _train_override(entry.get("train"), f"data.{name}.train", train)
-    return data, kinds, {name: o for name, o in overrides.items() if o}
+        normalise[name] = _parse_normalise(entry, name, kind)
+    return (data, kinds, {name: o for name, o in overrides.items() if o},
+            {name: mode for name, mode in normalise.items() if mode != "none"})
 
 
 def _parse_datasets(raw: Any, data: dict[str, Any]) -> tuple[str, ...]:

@@ -175,7 +175,8 @@ KERNEL_DEPENDENT = {"dot", "vdot", "inner", "matmul", "tensordot", "einsum", "li
                     "arctan", "arctan2", "sinh", "cosh", "power", "float_power", "hypot", "polyval", "cbrt"}
 
 
-@pytest.mark.parametrize("module", ["pipeline/models/inference.py", "pipeline/models/baselines.py"])
+@pytest.mark.parametrize("module", ["pipeline/models/inference.py", "pipeline/models/baselines.py",
+                                    "pipeline/models/normalisation.py"])
 def test_the_portable_modules_call_no_kernel_dependent_function(module):
     """A guard for later edits: `x @ w` or np.tanh in the forward or the linear baseline would make the written
     files depend on the CPU again (the hook swaps above could miss it: only the hooks swap). The fast kernels

@@ -23,7 +23,7 @@ import yaml
 
 from pipeline.cli import cli
 from pipeline.data.generators import KINDS
-from pipeline.params import SECTIONS, EvalParams, ModelParams, TrainParams, VariantParams
+from pipeline.params import DATA_ENTRY_KEYS, SECTIONS, EvalParams, ModelParams, TrainParams, VariantParams
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -159,7 +159,7 @@ def _fields(cls: type) -> set[str]:
 TRAIN_KEYS = _fields(TrainParams)
 SECTION_KEYS = {"train": TRAIN_KEYS, "model": _fields(ModelParams), "evaluate": _fields(EvalParams)}
 VARIANT_KEYS = _fields(VariantParams) | {"train", "datasets"}
-KIND_KEYS = {name: _fields(KINDS.get(name).spec) | {"kind", "train"} for name in KINDS.names()}
+KIND_KEYS = {name: _fields(KINDS.get(name).spec) | set(DATA_ENTRY_KEYS) for name in KINDS.names()}
 DATA_KEYS = set().union(*KIND_KEYS.values())
 FILE_SUFFIXES = {"py", "yaml", "yml", "json", "csv", "npz", "md", "png", "lock", "toml", "txt", "log", "html"}
 KEY = r"[A-Za-z_]\w*(?:\.(?:[\w*]+|<\w+>))+"

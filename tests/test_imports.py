@@ -16,7 +16,8 @@ LAYERS = [
     {"files"},
     {"data"},
     {"params"},
-    {"models", "analysis", "learning", "figures"},
+    {"models", "analysis", "figures"},
+    {"learning"},  # trains what pipeline/models evaluates, reading windows as models/normalisation.py does
     {"stages", "experiments"},
     {"cluster"},
     {"cli"},

@@ -60,7 +60,8 @@ def test_default_params_yaml_loads():
         assert params.models_on(ds) == DEFAULT_MODELS + [m for m, on in FREE_RUNNING.items() if ds in on]
     assert params.variant("rnn_fr").kind == "rnn" and params.training("ramp", "rnn_fr").rollout_steps == 10
     assert params.data_kinds == {"sine": "sine", "sincos": "sincos", "ramp": "ramp", "trajectory": "trajectory",
-                                 "memory_short": "memory", "memory_long": "memory"}
+                                 "memory_short": "memory", "memory_long": "memory", "stores": "csv",
+                                 "trending": "csv"}  # the last two are examples of your own data, not listed
     sine = params.dataset("sine")
     assert (sine.dt, sine.train_until, sine.extrapolate_until, sine.window) == (0.1, 75.0, 175.0, 15)
     assert params.dataset("memory_short").lag == -5 and params.dataset("memory_long").lag == 0
@@ -181,7 +182,7 @@ BAD = [
      "data, model, train, evaluate"),
     ("unknown-key-in-data-entry", lambda r: r["data"]["sine"].update(windw=5),
      "params.yaml: unknown key 'data.sine.windw'; expected one of: dt, extrapolate_until, frequency, kind, noise, "
-     "train, train_until, val_fraction, window"),
+     "normalise, train, train_until, val_fraction, window"),
     ("lr-not-a-number", lambda r: r["train"].update(lr="1e-3x"),
      "params.yaml: train.lr must be a number, got '1e-3x'"),
     ("lr-bool", lambda r: r["train"].update(lr=True),
@@ -212,7 +213,7 @@ BAD = [
      "params.yaml: models must name at least one model, e.g. `lstm: {}`"),
     ("dataset-without-data-entry", lambda r: r["datasets"].append("weather"),
      "params.yaml: datasets lists 'weather' but there is no data.weather entry; add one or choose from: "
-     "memory_long, memory_short, ramp, sincos, sine, trajectory"),
+     "memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending"),
     ("dataset-listed-twice", lambda r: r.update(datasets=["sine", "ramp", "sine"]),
      "params.yaml: datasets lists a dataset twice: ['sine', 'ramp', 'sine']"),
     ("empty-datasets", lambda r: r.update(datasets=[]),
@@ -297,7 +298,7 @@ BAD = [
      "params.yaml: train.replica_groups must be >= 1, got 0"),
     ("variant-dataset-misspelt", lambda r: r["models"]["rnn_fr"].update(datasets=["ramp", "sincoss"]),
      "params.yaml: models.rnn_fr.datasets lists 'sincoss', which no data: entry names; choose from: memory_long, "
-     "memory_short, ramp, sincos, sine, trajectory"),
+     "memory_short, ramp, sincos, sine, stores, trajectory, trending"),
     ("variant-datasets-not-a-list", lambda r: r["models"]["rnn_fr"].update(datasets="ramp"),
      "params.yaml: models.rnn_fr.datasets must be a list of data.<name> entries, got 'ramp'"),
     ("free-running-on-memory", lambda r: r["models"]["rnn_fr"]["datasets"].append("memory_long"),
@@ -382,7 +383,7 @@ def test_lookup_of_unknown_dataset_and_model(project):
     with pytest.raises(ParamsError) as exc:
         params.dataset("weather")
     assert str(exc.value) == ("params.yaml: no data.weather entry; datasets are: "
-                              "memory_long, memory_short, ramp, sincos, sine, trajectory")
+                              "memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending")
     with pytest.raises(ParamsError) as exc:
         params.variant("lstn")
     assert str(exc.value) == ("params.yaml: no models.lstn entry; models are: "

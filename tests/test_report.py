@@ -639,3 +639,29 @@ def test_model_colours_are_distinct_and_never_the_context_grey():
     colours = plotting.model_colors([f"m{i}" for i in range(18)])
     assert len(set(colours.values())) == 18
     assert "#7f7f7f" not in colours.values() and "#c7c7c7" not in colours.values()  # tab10's and tab20's greys
+
+
+@pytest.mark.parametrize("gru_rollout_mse, normalise, warned", [
+    ([1.5, 2.0, 0.5], None, "if its series trend, set `data.sine.normalise: window` (or `difference`)"),
+    ([1.5, 2.0, 0.5], "window", "try another `data.sine.normalise` (it is window)"),
+    ([1.5, 0.2, 0.5], None, None),  # 2 of 3 replicas beat persistence: most do, no warning
+])
+def test_a_dataset_where_no_learned_model_beats_persistence_in_most_replicas_is_flagged(
+        project, gru_rollout_mse, normalise, warned):
+    """One line under the dataset's table, naming the settings to try (issue 31); none when a learned model
+    beats persistence (rollout MSE 1.0 here) in most of its replicas."""
+    raw = use_datasets(tiny_params(), ["sine"])
+    raw["models"] = {"persistence": {}, "gru": {}}
+    if normalise:
+        raw["data"]["sine"]["normalise"] = normalise
+    params = pipeline.params.load(write_params(Path(project), raw))
+    paths = Paths()
+    write_pair(paths, "sine", "persistence", eval_metrics(0.04, 1.0, valid=1, deterministic=True))
+    write_pair(paths, "sine", "gru", eval_metrics([0.05] * 3, gru_rollout_mse, valid=[1] * 3))
+    report.summarize(params)
+    lines = [line for line in paths.leaderboard_md().read_text().splitlines() if line.startswith("**Warning**")]
+    if warned is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].startswith(
+            f"**Warning**: no learned model beats persistence in most of its replicas on sine; {warned}")

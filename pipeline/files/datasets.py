@@ -75,6 +75,11 @@ class Dataset:
         return lengths if len(lengths) else None
 
     @property
+    def normalise(self) -> str:
+        """How the learned models and the linear baseline read its windows (data.<name>.normalise)."""
+        return self.meta.get("normalise", "none")
+
+    @property
     def has_rollout(self) -> bool:
         return len(self.rollout_context) > 0
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from pipeline.learning import models
+from pipeline.learning import models, normalisation
 from pipeline.files.checkpoints import Shape
 
 GATES = {"elman": 1, "concat": 1, "rnn": 1, "gru": 3, "lstm": 4}
@@ -80,7 +80,8 @@ def side_by_side(x: torch.Tensor) -> torch.Tensor:
 class ReplicaStack(nn.Module):
     """R models of one kind and shape; `predict_next(x)` maps (R, B, T, F) inputs to (R, B, F_out)."""
 
-    def __init__(self, kind: str, shape: Shape, seeds: Sequence[int], forget_bias: float | None = None) -> None:
+    def __init__(self, kind: str, shape: Shape, seeds: Sequence[int], forget_bias: float | None = None,
+                 normalise: str = "none") -> None:
         super().__init__()
         if kind not in GATES:
             raise ValueError(f"no replica stack for model kind '{kind}'")
@@ -91,6 +92,7 @@ class ReplicaStack(nn.Module):
             if forget_bias is not None:
                 models.set_forget_bias(members[-1], forget_bias)
         self.kind, self.shape, self.seeds = kind, shape, list(seeds)
+        self.normalise = normalise  # each window in its own units (normalisation.py); the weights do not change
         self.names = [name for name, _ in members[0].named_parameters()]
         self.weights = nn.ParameterList(
             nn.Parameter(torch.stack([dict(m.named_parameters())[name].detach() for m in members]))
@@ -207,7 +209,15 @@ class ReplicaStack(nn.Module):
 
     def predict_next(self, x: torch.Tensor, members: Sequence[int] | None = None,
                      lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(M, B, T, F) -> (M, B, F_out); with `lengths` (M, B), from each row's own last real step."""
+        """(M, B, T, F) -> (M, B, F_out); with `lengths` (M, B), from each row's own last real step. Under a
+        window normalisation the windows go in in their own units and the predictions come back in the data's."""
+        if self.normalise == "none":
+            return self._predict_next(x, members, lengths)
+        z, shift, scale = normalisation.forward(x, lengths, self.normalise)
+        return normalisation.inverse(self._predict_next(z, members, lengths), shift, scale)
+
+    def _predict_next(self, x: torch.Tensor, members: Sequence[int] | None = None,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:
             return self(x, members)[:, :, -1]
         masked = self.kind in MASKED

@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.analysis.scoring import Predictor, combine, score
 from pipeline.files import checkpoints, datasets
 from pipeline.files.artifacts import Paths, write_arrays, write_csv, write_json
-from pipeline.models import baselines, inference
+from pipeline.models import baselines, inference, normalisation
 from pipeline.params import Params
 
 
@@ -45,22 +45,24 @@ def horizon_rows(errors: np.ndarray | None, median: int = 0) -> list[list]:
     return [[i + 1, float(errors[median, i]), float(low[i]), float(high[i])] for i in range(errors.shape[1])]
 
 
-def load_predictors(params: Params, path: Path) -> tuple[list[Predictor], bool]:
-    """Every replica a checkpoint holds, behind the numpy interface, and whether it is a deterministic baseline.
-    Baselines and every built-in learned kind run in numpy on the CPU (inference.py), so this stage needs no
-    torch; a kind without a numpy forward runs through torch on the configured device."""
+def load_predictors(params: Params, path: Path, normalise: str = "none") -> tuple[list[Predictor], bool]:
+    """Every replica a checkpoint holds, behind the numpy interface (reading windows as the dataset's
+    `normalise` says, as they were trained), and whether it is a deterministic baseline. Baselines and every
+    built-in learned kind run in numpy on the CPU (inference.py), so this stage needs no torch; a kind without a
+    numpy forward runs through torch on the configured device."""
     checkpoint = checkpoints.load(path)
     if checkpoint.kind in baselines.BASELINES:
-        return [baselines.restore(checkpoint)], True
+        return [normalisation.applied(checkpoint.kind, baselines.restore(checkpoint), normalise)], True
     if checkpoint.kind in inference.FORWARDS:
-        return [inference.restore(checkpoint, r) for r in range(len(checkpoint.replicas))], False
+        return [normalisation.applied(checkpoint.kind, inference.restore(checkpoint, r), normalise)
+                for r in range(len(checkpoint.replicas))], False
     from pipeline.learning import models
     from pipeline.learning.runtime import configure, resolve_device
 
     device = resolve_device(params.device)
     configure(params.threads)
-    return [models.NumpyPredictor(models.restore(checkpoint, device, r))
-            for r in range(len(checkpoint.replicas))], False
+    return [normalisation.applied(checkpoint.kind, models.NumpyPredictor(models.restore(checkpoint, device, r)),
+                                  normalise) for r in range(len(checkpoint.replicas))], False
 
 
 def prediction_arrays(results: list[dict], median: int) -> dict[str, np.ndarray]:
@@ -93,7 +95,7 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths(),
     figure of a dataset in one process, importing matplotlib once."""
     if data is None:
         data = datasets.load(paths.dataset(dataset))
-    predictors, deterministic = load_predictors(params, paths.checkpoint(dataset, model_name))
+    predictors, deterministic = load_predictors(params, paths.checkpoint(dataset, model_name), data.normalise)
     results = [score(data, model, params.evaluate) for model in predictors]
     metrics = combine(results, deterministic)
     median = metrics["median_replica"]

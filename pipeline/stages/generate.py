@@ -11,7 +11,10 @@ from pipeline.params import Params
 def build(params: Params, name: str) -> datasets.Dataset:
     """Deterministic: the same seed and params give the same arrays, bit for bit."""
     kind = KINDS.get(params.data_kinds[name], f"data.{name}.kind")
-    return kind.generate(params.dataset(name), name, np.random.default_rng(params.data_seed))
+    data = kind.generate(params.dataset(name), name, np.random.default_rng(params.data_seed))
+    if params.normalise(name) != "none":  # how the models read its windows travels with the data (absent: none)
+        data.meta["normalise"] = params.normalise(name)
+    return data
 
 
 def run(params: Params, name: str, paths: Paths = Paths()) -> datasets.Dataset:

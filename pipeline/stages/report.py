@@ -18,6 +18,7 @@ dataset or model never slip into the comparison.
 from pipeline.analysis import stats
 from pipeline.files.artifacts import (Paths, atomic_path, number_text, read_json, significant, spread_text, write_csv,
                                       write_json)
+from pipeline.data.generators import KINDS
 from pipeline.errors import ArtifactError
 from pipeline.params import Params
 
@@ -183,6 +184,26 @@ def twin_notes(params: Params, ds: str, paths: Paths) -> list[str]:
     return notes
 
 
+LEARNED_KINDS = ("elman", "concat", "rnn", "lstm", "gru")
+
+
+def persistence_warning(params: Params, ds: str, table: dict[str, dict], paths: Paths) -> list[str]:
+    """One line when no learned model beats persistence in most of its replicas: on a user's series that trends,
+    the usual cause is that the test part lies outside the range the models were trained on, which a window
+    normalisation fixes (docs/your-own-data.md); the line names the settings to try."""
+    learned = [row for row in table.values() if row["kind"] in LEARNED_KINDS and row["beats_persistence"] is not None]
+    if not learned or any(2 * row["beats_persistence"] > row["replicas"] for row in learned):
+        return []
+    mode = params.normalise(ds)
+    if mode == "none" and KINDS.get(params.data_kinds[ds]).rolls_out:
+        fix = (f"if its series trend, set `data.{ds}.normalise: window` (or `difference`); else try more epochs "
+               f"(`data.{ds}.train.epochs`) or a longer window (`data.{ds}.window`)")
+    else:
+        fix = (f"try another `data.{ds}.normalise` (it is {mode}), more epochs (`data.{ds}.train.epochs`) or a "
+               f"longer window (`data.{ds}.window`)")
+    return [f"**Warning**: no learned model beats persistence in most of its replicas on {ds}; {fix}."]
+
+
 def _rollout_steps(params: Params, ds: str, paths: Paths) -> int | None:
     for m in params.models_on(ds):
         ev = read_json(paths.eval_metrics(ds, m))
@@ -199,7 +220,8 @@ def summarize(params: Params, paths: Paths = Paths()) -> dict:
             for ds, t in summary.items() for m, r in t.items()]
     write_csv(paths.leaderboard_csv(), LEADERBOARD_COLUMNS, [["" if v is None else v for v in row] for row in rows])
     text = _markdown(summary, {ds: _rollout_steps(params, ds, paths) for ds in summary},
-                     {ds: twin_notes(params, ds, paths) for ds in summary})
+                     {ds: persistence_warning(params, ds, summary[ds], paths) + twin_notes(params, ds, paths)
+                      for ds in summary})
     diverged = [f"{ds}/{m}" for ds, table in summary.items() for m, row in table.items() if row["diverged"]]
     if diverged:
         text += (f"\n**Diverged** (the loss exploded; the weights from before it were evaluated): "

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from pipeline.models import baselines
+from pipeline.models import baselines, normalisation
 from pipeline.files import checkpoints, datasets
 from pipeline.learning import numerics, processes
 from pipeline.files.artifacts import Paths, guaranteed, write_csv, write_json
@@ -178,7 +178,7 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
                   ) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
     """Fit on the scaled training split in one go; its losses are epoch 0 of the curve. Baselines have no
     trained parameters, no seed (one fit: it is deterministic) and always run on the CPU."""
-    model = baselines.build(kind, shape)
+    model = normalisation.applied(kind, baselines.build(kind, shape), data.normalise)
     x, y = data.scaled_split("train")
     model.fit(x, y, data.lengths("train"))
     losses = [_mse(model.predict_next(xs, data.lengths(split)), ys)
@@ -223,7 +223,7 @@ def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec:
 
         def fit_group():
             configure(params.threads)
-            stack = ReplicaStack(spec.kind, shape, group, spec.forget_bias).to(device)
+            stack = ReplicaStack(spec.kind, shape, group, spec.forget_bias, data.normalise).to(device)
             histories = fitting.fit(stack, train, val, cfg, None if quiet else Progress(shown, cfg.epochs),
                                     continued)
             return histories, [stack.state_arrays(r) for r in range(stack.replicas)], stack.parameters_per_replica()
