@@ -135,14 +135,20 @@ def check(params_path: str) -> None:
 @click.argument("a", default="HEAD", required=False)
 @click.argument("b", default="workspace", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows instead of the table.")
-def diff(a: str, b: str, as_json: bool) -> None:
+@click.option("--fdr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="False discovery rate over the whole diff (Benjamini-Hochberg q-values).")
+@click.option("--per-comparison", is_flag=True,
+              help="Judge each row by its own p at 0.05 instead (one pre-planned question).")
+@click.option("--suggest", is_flag=True, help="Print the -S settings that would settle the undecided rows.")
+def diff(a: str, b: str, as_json: bool, fdr: float, per_comparison: bool, suggest: bool) -> None:
     """Compare the eval metrics of A (default HEAD) with B (default the workspace), pair by pair.
 
     A and B are git revisions, experiment names or `workspace`. Each headline metric gets the two medians over
-    replicas and a verdict, better / worse / within seed noise / unchanged, from an exact rank test over replicas."""
+    replicas, the Hodges-Lehmann effect with its interval, and a verdict, better / worse / within seed noise /
+    unchanged, from an exact rank test over replicas with the false discovery rate controlled over the diff."""
     from pipeline.experiments import diff as stage
 
-    click.echo(stage.run(a, b, as_json))
+    click.echo(stage.run(a, b, as_json, fdr=None if per_comparison else fdr, suggestion=suggest))
 
 
 @cli.command()

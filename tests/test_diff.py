@@ -113,20 +113,24 @@ def test_table_is_aligned_with_six_significant_digits_and_footnotes():
     assert lines[0] == f"A: HEAD (0123456)  B: workspace  verdict of B against A: {diff.test_name()}"
     table = lines[2:6]
     assert table[0].split() == ["dataset", "model", "metric", "median", "A", "median", "B", "change", "replicas",
-                                "p", "verdict"]
-    assert table[1].split() == ["sine", "gru", "test.rmse", "0.3", "1.3", "+1", "5/5", "0.00794", "worse"]
+                                "p", "q", "effect", "of", "B", "[interval]", "verdict"]
+    # 2 testable rows (gru 5/5, rnn 3/3): gru's q = 0.00794 x 2 / 1; its effect the median ratio of B to A
+    assert table[1].split() == ["sine", "gru", "test.rmse", "0.3", "1.3", "+1", "5/5", "0.00794", "0.0159",
+                                "4.3x", "higher", "[2.6x-11x]", "worse"]
     header = table[0]
     for line in table[1:]:
         assert line.index("test.rmse") == header.index("metric")                 # text columns: left-aligned
         assert line[header.index("verdict"):].rstrip() in {"worse", "within seed noise"}
-        for title in ("median A", "median B", "change", " p "):                 # numbers: right-aligned
+        for title in ("median A", "median B", "change", " p ", " q "):          # numbers: right-aligned
             end = header.index(title) + len(title.rstrip())
             assert line[end - 1] != " " and line[end] == " ", (title, line)
     assert "linear" in table[2] and "1/1*" in table[2] and "sine" in table[3] and "3/3*" in table[3]
     assert "Added (only in B): sine/gru2" in lines
     assert any(line.startswith("* 1/1 replicas: one value on a side allows no test") for line in lines)
     assert any(line.startswith("* 3/3 replicas: the smallest possible p is 0.1 > 0.05") for line in lines)
-    assert lines[-1] == "0 better, 1 worse, 2 within seed noise, 0 unchanged, 1 pair added"
+    assert lines[-1] == ("0 better, 1 worse, 2 within seed noise, 0 unchanged; 1 change found among 2 tested rows "
+                         "at false discovery rate 0.05: at most 0.05 of them expected to be false, 1 pair added")
+    assert "2x higher " in table[2] and "[" not in table[2]  # one replica a side: a factor, no interval
 
 
 def test_six_significant_digits():
@@ -252,7 +256,8 @@ def table_rows(output: str) -> list[tuple[str, ...]]:
     """(dataset, model, metric, verdict, replicas) for each table row of the diff's output."""
     found = []
     for line in output.splitlines():
-        match = re.match(r"^(\S+)\s+(\S+)\s+(\S+)\s+\S+\s+\S+\s+\S+\s+(\S+)\s+\S+\s+(.+?)\s*$", line)
+        match = re.match(r"^(\S+)\s+(\S+)\s+(\S+)\s+\S+\s+\S+\s+\S+\s+(\S+)\s+.*?"
+                         r"(better|worse|within seed noise|unchanged)\s*$", line)
         if match and match.group(1) != "dataset" and "." in match.group(3):
             found.append((*match.group(1, 2, 3), match.group(5), match.group(4)))
     return found
@@ -265,12 +270,15 @@ def test_diff_across_two_commits_orders_verdicts(repo):
     lines = done.stdout.splitlines()
     first, second = (sh(repo, "git", "rev-parse", rev).stdout.strip() for rev in ("HEAD~1", "HEAD"))
     assert lines[0] == f"A: HEAD~1 ({first[:7]})  B: HEAD ({second[:7]})  verdict of B against A: " \
-                       "exact two-sided rank test over replicas, alpha 0.05"
+                       "exact two-sided rank test over replicas, false discovery rate 0.05 over the diff " \
+                       "(Benjamini-Hochberg)"
     assert table_rows(done.stdout) == EXPECTED
     assert "Added (only in B): sine/gru2" in lines and "Removed (only in A): memory/lstm" in lines
     assert any(line.startswith("* 3/3 replicas: the smallest possible p is 0.1 > 0.05") for line in lines)
     assert any(line.startswith("* 1/5 replicas: one value on a side allows no test") for line in lines)
-    assert lines[-1] == "2 better, 1 worse, 7 within seed noise, 10 unchanged, 1 pair added, 1 pair removed"
+    assert lines[-1] == ("2 better, 1 worse, 7 within seed noise, 10 unchanged; 3 changes found among 7 tested rows "
+                         "at false discovery rate 0.05: at most 0.15 of them expected to be false, 1 pair added, "
+                         "1 pair removed")
     gru_test = next(line for line in lines if line.startswith("sine") and " gru " in line and "test.rmse" in line)
     assert gru_test.split()[3:8] == ["0.12", "0.02", "-0.1", "5/5", "0.00794"]
 
@@ -292,7 +300,9 @@ def test_json_lists_every_row(repo):
 @pytest.mark.slow
 def test_default_is_head_against_the_workspace(repo, monkeypatch):
     monkeypatch.chdir(repo)
-    assert diff.run().splitlines()[-1] == "0 better, 0 worse, 0 within seed noise, 23 unchanged"
+    assert diff.run().splitlines()[-1] == ("0 better, 0 worse, 0 within seed noise, 23 unchanged; 0 changes found "
+                                           "among 0 tested rows at false discovery rate 0.05: at most 0 of them "
+                                           "expected to be false")
     path = repo / "metrics" / "eval" / "sine" / "lstm.json"
     saved = path.read_text()
     try:
@@ -304,7 +314,9 @@ def test_default_is_head_against_the_workspace(repo, monkeypatch):
     head = sh(repo, "git", "rev-parse", "--short=7", "HEAD").stdout.strip()
     assert result.output.splitlines()[0].startswith(f"A: HEAD ({head})  B: workspace  ")
     assert table_rows(result.output)[0] == ("sine", "lstm", "test.rmse", "worse", "5/5")
-    assert result.output.splitlines()[-1] == "0 better, 1 worse, 0 within seed noise, 22 unchanged"
+    assert result.output.splitlines()[-1] == ("0 better, 1 worse, 0 within seed noise, 22 unchanged; 1 change found "
+                                              "among 1 tested rows at false discovery rate 0.05: at most 0.05 of "
+                                              "them expected to be false")
 
 
 @pytest.mark.slow
@@ -314,7 +326,7 @@ def test_an_experiment_name_is_a_revision(repo):
     assert done.stdout.splitlines()[0].startswith(f"A: HEAD (") and f"B: myexp ({commit[-1][:7]})" in done.stdout
     assert table_rows(done.stdout)[:2] == [("sine", "rnn", "test.rmse", "worse", "5/5"),
                                            ("sine", "rnn", "rollout.rmse", "worse", "5/5")]
-    assert done.stdout.splitlines()[-1] == "0 better, 2 worse, 0 within seed noise, 21 unchanged"
+    assert done.stdout.splitlines()[-1].startswith("0 better, 2 worse, 0 within seed noise, 21 unchanged; 2 changes")
 
 
 @pytest.mark.slow
@@ -372,7 +384,7 @@ def test_a_corrupt_eval_file_is_one_error_line(repo, monkeypatch):
 @pytest.mark.slow
 def test_two_names_of_one_commit(repo):
     done = sh(repo, sys.executable, "-m", "pipeline", "diff", "main", "HEAD")
-    assert done.stdout.splitlines()[-1] == "0 better, 0 worse, 0 within seed noise, 23 unchanged"
+    assert done.stdout.splitlines()[-1].startswith("0 better, 0 worse, 0 within seed noise, 23 unchanged; 0 changes")
 
 
 @pytest.mark.slow
@@ -389,4 +401,5 @@ def test_read_many_keeps_each_sides_error_to_itself(repo):
     assert (head.name, workspace.name, exp.name) == ("HEAD", "workspace", "myexp")
     assert isinstance(broken, PipelineError) and "metrics/eval/sine/lstm.json at workspace" in broken.message
     assert head_pairs[("sine", "lstm")] == exp_pairs[("sine", "lstm")]
-    assert diff.summary(diff.compare(head_pairs, exp_pairs)) == "0 better, 2 worse, 0 within seed noise, 21 unchanged"
+    assert diff.summary(diff.compare(head_pairs, exp_pairs), fdr=None) == \
+        "0 better, 2 worse, 0 within seed noise, 21 unchanged"

@@ -28,7 +28,7 @@ ALPHA = 0.05
 BETTER, WORSE, NOISE, UNCHANGED = "better", "worse", "within seed noise", "unchanged"
 
 
-def _as_values(values) -> np.ndarray:
+def as_values(values) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64).ravel()
     if array.size == 0:
         raise ValueError("no values")
@@ -39,13 +39,13 @@ def _as_values(values) -> np.ndarray:
 
 def median(values) -> float:
     """The median over replicas: the headline number of a pair (robust to one replica that went wrong)."""
-    return float(np.median(_as_values(values)))
+    return float(np.median(as_values(values)))
 
 
 def spread(values) -> dict[str, float]:
     """min, first quartile, third quartile and max over replicas (numpy's linear-interpolated percentiles),
     the same definition as the `spread` entries of the eval metrics."""
-    array = _as_values(values)
+    array = as_values(values)
     q1, q3 = np.percentile(array, [25, 75])
     return {"min": float(array.min()), "q1": float(q1), "q3": float(q3), "max": float(array.max())}
 
@@ -63,7 +63,7 @@ def _doubled_midranks(pooled: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _splits(n: int, n1: int) -> np.ndarray:
+def splits(n: int, n1: int) -> np.ndarray:
     """Every choice of n1 positions out of n, as a (C(n, n1), n1) index array."""
     return np.fromiter((i for split in combinations(range(n), n1) for i in split), dtype=np.int64,
                        count=comb(n, n1) * n1).reshape(-1, n1)
@@ -88,7 +88,7 @@ def rank_test(a_values, b_values) -> float:
 
     Identical samples give 1 (every split is as extreme as the observed one). A single value on either side gives
     1: there is no test (see `smallest_p_value`)."""
-    a, b = _as_values(a_values), _as_values(b_values)
+    a, b = as_values(a_values), as_values(b_values)
     n1, n2 = a.size, b.size
     if min(n1, n2) < 2:
         return 1.0
@@ -97,7 +97,7 @@ def rank_test(a_values, b_values) -> float:
     centre = n1 * (n + 1)  # twice the expected rank sum of group A
     observed = abs(int(ranks[:n1].sum()) - centre)
     if comb(n, n1) <= EXACT_LIMIT:
-        sums = ranks[_splits(n, n1)].sum(axis=1)
+        sums = ranks[splits(n, n1)].sum(axis=1)
         return float(np.count_nonzero(np.abs(sums - centre) >= observed) / sums.size)
     generator = np.random.default_rng(MONTE_CARLO_SEED)
     hits, left = 0, MONTE_CARLO_DRAWS
@@ -119,7 +119,7 @@ def verdict(a_values, b_values, higher_is_better: bool, alpha: float = ALPHA) ->
     - "within seed noise": otherwise, including when too few replicas make a significant p impossible
       (`smallest_p_value(n1, n2) > alpha`, e.g. 3 vs 3 or a single value on a side).
     """
-    a, b = _as_values(a_values), _as_values(b_values)
+    a, b = as_values(a_values), as_values(b_values)
     if a.size == b.size and np.array_equal(np.sort(a), np.sort(b)):
         return UNCHANGED
     median_a, median_b = float(np.median(a)), float(np.median(b))

@@ -1,10 +1,14 @@
-"""`python -m pipeline diff [A] [B]`: the metrics of two revisions, pair by pair, with a verdict that tells an
-effect from seed noise.
+"""`python -m pipeline diff [A] [B]`: the metrics of two revisions, pair by pair, with verdicts that hold for the
+whole diff: false discoveries controlled, each change with its size and a confidence interval.
 
 For every (dataset, model) pair with eval metrics at both revisions and each headline metric it compares the
 replicas of A with the replicas of B (`per_replica` in metrics/eval/<dataset>/<model>.json) by an exact two-sided
-rank test (pipeline/stats.py) and calls B "better", "worse" or "within seed noise" than A; "unchanged" when both
-hold exactly the same values. A file from before replicas existed counts as one replica holding its headline values.
+rank test (pipeline/analysis/stats.py). The p-values of all the rows that can be tested (two or more replicas a
+side, not identical) are adjusted together by Benjamini-Hochberg (pipeline/analysis/effects.py says why): B is
+"better" or "worse" than A where the q-value is at most `--fdr` (0.05), else "within seed noise"; "unchanged" when
+both hold exactly the same values. `--per-comparison` judges each row by its own p instead (one pre-planned
+question). Every compared row has the Hodges-Lehmann shift with its exact confidence interval, as a factor for
+errors. A file from before replicas existed counts as one replica holding its headline values.
 
 The metrics are read through DVC (`Repo.metrics.show`, the call behind `dvc.api.metrics_show`), so A and B may be
 any git revision, an experiment name, or the workspace. `dvc.api.metrics_show` itself is not used because it
@@ -12,6 +16,7 @@ merges every file into one dict and keeps a file's name only on keys that occur 
 file's `rollout` becomes a bare `rollout` when no other file has one (checked on DVC 3.67), and the pair is lost.
 """
 
+import dataclasses
 import json
 import math
 import re
@@ -20,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.analysis import stats
+from pipeline.analysis import effects, stats
 from pipeline.errors import ArtifactError, PipelineError
 
 WORKSPACE = "workspace"
 ALPHA = stats.ALPHA
+FDR = 0.05
 EVAL_FILE = re.compile(r"^metrics/eval/([^/]+)/([^/]+)\.json$")
 
 
@@ -72,6 +78,34 @@ class Row:
     verdict: str                 # better, worse, within seed noise, unchanged, added, removed
     p_value: float | None
     whole_pair: bool = False     # added/removed: the whole pair is absent on the other side, not just this metric
+    q_value: float | None = None  # Benjamini-Hochberg over the diff's testable rows; None where no test is possible
+    effect: float | None = None   # Hodges-Lehmann shift of B against A (a log ratio where `log`)
+    effect_ci: tuple[float, float] | None = None
+    coverage: float | None = None  # the interval's exact confidence level
+    log: bool = False             # the effect is ln(B / A): an error metric, read as a factor
+
+    @property
+    def testable(self) -> bool:
+        return (self.a is not None and self.b is not None and self.verdict != stats.UNCHANGED
+                and min(len(self.a), len(self.b)) >= 2)
+
+    def effect_text(self) -> str:
+        """For an error, a factor: "3.1x lower [1.8x-5.2x]" when the whole interval is below 1 (or higher), else
+        the ratio B/A with its interval, "B/A 0.91 [0.62-1.33]"; a difference otherwise, "+12 [+4, +20]"."""
+        if self.effect is None:
+            return "-"
+        if self.effect_ci is None:  # a single replica on a side
+            if not self.log:
+                return f"{self.effect:+.3g}"
+            return f"{math.exp(abs(self.effect)):.2g}x {'lower' if self.effect < 0 else 'higher'}"
+        low, high = self.effect_ci
+        if not self.log:
+            return f"{self.effect:+.3g} [{low:+.3g}, {high:+.3g}]"
+        if high < 0 or low > 0:
+            word, sign = ("lower", -1) if high < 0 else ("higher", 1)
+            near, far = sorted((sign * low, sign * high))
+            return f"{math.exp(sign * self.effect):.2g}x {word} [{math.exp(near):.2g}x-{math.exp(far):.2g}x]"
+        return f"B/A {math.exp(self.effect):.2g} [{math.exp(low):.2g}-{math.exp(high):.2g}]"
 
     @property
     def median_a(self) -> float | None:
@@ -100,7 +134,11 @@ class Row:
                 "change": None if self.change is None else float(f"{self.change:.12g}"),  # no binary round-off
                 "replicas_a": None if self.a is None else len(self.a),
                 "replicas_b": None if self.b is None else len(self.b),
-                "p_value": self.p_value, "smallest_p_value": self.smallest_p, "values_a": self.a, "values_b": self.b}
+                "p_value": self.p_value, "p": self.p_value, "q": self.q_value,
+                "effect": self.effect, "effect_ci": None if self.effect_ci is None else list(self.effect_ci),
+                "effect_scale": None if self.effect is None else ("log ratio" if self.log else "difference"),
+                "effect_coverage": self.coverage,
+                "smallest_p_value": self.smallest_p, "values_a": self.a, "values_b": self.b}
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -223,9 +261,10 @@ def read_many(names: list[str], root: str | Path | None = None) -> list[tuple[Si
 # ---------------------------------------------------------------------------------------------------- comparing
 
 
-def compare(a_pairs: Pairs, b_pairs: Pairs, alpha: float = ALPHA) -> list[Row]:
+def compare(a_pairs: Pairs, b_pairs: Pairs, alpha: float = ALPHA, fdr: float | None = FDR) -> list[Row]:
     """One row per (dataset, model, metric): compared rows first (real changes, then within seed noise, then
-    unchanged; each by dataset, model and metric), then those present on one side only (added, removed)."""
+    unchanged; each by dataset, model and metric), then those present on one side only (added, removed).
+    Verdicts from Benjamini-Hochberg q-values at `fdr`, or from each row's own p at `alpha` when `fdr` is None."""
     compared, one_sided = [], []
     order = {metric.name: index for index, metric in enumerate(METRICS)}
     for dataset, model in sorted(a_pairs.keys() | b_pairs.keys()):
@@ -238,22 +277,87 @@ def compare(a_pairs: Pairs, b_pairs: Pairs, alpha: float = ALPHA) -> list[Row]:
                 whole = not (a_metrics if a is None else b_metrics)
                 one_sided.append(Row(dataset, model, metric, a, b, "added" if a is None else "removed", None, whole))
                 continue
-            verdict = stats.verdict(a, b, metric.higher_is_better, alpha)
-            p_value = 1.0 if verdict == stats.UNCHANGED else stats.rank_test(a, b)
-            compared.append(Row(dataset, model, metric, a, b, verdict, p_value))
+            same = stats.verdict(a, b, metric.higher_is_better, alpha) == stats.UNCHANGED
+            compared.append(_with_effect(Row(dataset, model, metric, a, b, stats.UNCHANGED if same else stats.NOISE,
+                                             1.0 if same else stats.rank_test(a, b)), 1 - alpha))
+    testable = [i for i, row in enumerate(compared) if row.testable]
+    for i, q in zip(testable, effects.bh_qvalues([compared[i].p_value for i in testable])):
+        compared[i] = dataclasses.replace(compared[i], q_value=q)
+    compared = [dataclasses.replace(row, verdict=_verdict(row, alpha, fdr)) for row in compared]
     compared.sort(key=lambda row: (ORDER[row.verdict], row.dataset, row.model, order[row.metric.name]))
     one_sided.sort(key=lambda row: (row.verdict, row.dataset, row.model, order[row.metric.name]))
     return compared + one_sided
 
 
-def test_name(alpha: float = ALPHA) -> str:
-    return f"exact two-sided rank test over replicas, alpha {alpha:g}"
+def _with_effect(row: Row, level: float) -> Row:
+    """The row with B's Hodges-Lehmann shift against A and its interval: on the log scale for an error metric
+    whose values are all positive (a factor), else as a difference; none for identical sides."""
+    if row.verdict == stats.UNCHANGED:
+        return row
+    log = not row.metric.higher_is_better and effects.log_scale(row.a + row.b)
+    a, b = ([math.log(v) for v in side] for side in (row.a, row.b)) if log else (row.a, row.b)
+    shift, interval, coverage = effects.hodges_lehmann(a, b, level)
+    if min(len(a), len(b)) < 2:  # one value on a side: a difference, but no interval
+        interval, coverage = None, None
+    return dataclasses.replace(row, effect=shift, effect_ci=interval, coverage=coverage, log=log)
 
 
-def summary(rows: list[Row]) -> str:
+def _verdict(row: Row, alpha: float, fdr: float | None) -> str:
+    if row.verdict == stats.UNCHANGED or not row.testable:
+        return row.verdict
+    decided = row.p_value <= alpha if fdr is None else row.q_value <= fdr
+    if not decided or row.median_a == row.median_b:
+        return stats.NOISE
+    return stats.BETTER if (row.median_b > row.median_a) == row.metric.higher_is_better else stats.WORSE
+
+
+def undecided(rows: list[Row], alpha: float = ALPHA, fdr: float | None = FDR) -> list[Row]:
+    """The rows more replicas could decide: significant on their own (p <= alpha) but not after the diff's false
+    discovery control."""
+    if fdr is None:
+        return []
+    return [row for row in rows if row.verdict == stats.NOISE and row.testable and row.p_value <= alpha]
+
+
+def replicas_to_decide(rows: list[Row], fdr: float = FDR) -> int:
+    """The fewest replicas a side at which one row could pass `fdr` on its own among this many tests: two sides
+    that do not overlap at all then give p = 2 / C(2R, R) <= fdr / m (the strictest Benjamini-Hochberg bar)."""
+    m = max(1, sum(row.testable for row in rows))
+    r = 2
+    while stats.smallest_p_value(r, r) > fdr / m:
+        r += 1
+    return r
+
+
+def suggest(rows: list[Row], alpha: float = ALPHA, fdr: float = FDR) -> str:
+    """The -S setting that would settle the undecided rows: more replicas on their datasets, for both sides."""
+    open_rows = undecided(rows, alpha, fdr)
+    if not open_rows:
+        return "Nothing to settle: no row is significant on its own without passing the false discovery control."
+    replicas = replicas_to_decide(rows, fdr)
+    datasets = sorted({row.dataset for row in open_rows})
+    overrides = " ".join(f"-S data.{ds}.train.replicas={replicas}" for ds in datasets)
+    return (f"{len(open_rows)} row{'s' if len(open_rows) != 1 else ''} would be decided by more replicas "
+            f"({', '.join(f'{r.dataset}/{r.model} {r.metric.name}' for r in open_rows)}). Run both sides again with "
+            f"{replicas} replicas on {', '.join(datasets)}: add\n  {overrides}\nto A's run (`dvc exp run {overrides}` "
+            f"on its commit) and to B's own -S settings, then diff the two experiments. Every replica of those "
+            f"datasets' learned pairs trains again.")
+
+
+def test_name(alpha: float = ALPHA, fdr: float | None = FDR) -> str:
+    if fdr is None:
+        return f"exact two-sided rank test over replicas, each row at alpha {alpha:g} (per comparison)"
+    return f"exact two-sided rank test over replicas, false discovery rate {fdr:g} over the diff (Benjamini-Hochberg)"
+
+
+def summary(rows: list[Row], fdr: float | None = FDR) -> str:
     counts = {verdict: sum(row.verdict == verdict for row in rows)
               for verdict in (stats.BETTER, stats.WORSE, stats.NOISE, stats.UNCHANGED)}
     text = ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
+    if fdr is not None:
+        found, tested = counts[stats.BETTER] + counts[stats.WORSE], sum(row.testable for row in rows)
+        text += (f"; {found} change{'s' if found != 1 else ''} found among {tested} tested rows at false discovery "
+                 f"rate {fdr:g}: at most {fdr * found:.2g} of them expected to be false")
     for kind in ("added", "removed"):
         pairs = {(row.dataset, row.model) for row in rows if row.verdict == kind}
         if pairs:
@@ -267,13 +371,14 @@ def _number_text(value: float | None, signed: bool = False) -> str:
     return f"{value:+.6g}" if signed else f"{value:.6g}"
 
 
-def render(rows: list[Row], a: Side, b: Side, alpha: float = ALPHA) -> str:
+def render(rows: list[Row], a: Side, b: Side, alpha: float = ALPHA, fdr: float | None = FDR) -> str:
     """The terminal table: aligned columns, 6 significant digits, footnotes for rows that cannot be significant."""
-    lines = [f"A: {a}  B: {b}  verdict of B against A: {test_name(alpha)}"]
+    lines = [f"A: {a}  B: {b}  verdict of B against A: {test_name(alpha, fdr)}"]
     compared = [row for row in rows if row.verdict in ORDER]
     notes: dict[tuple[int, int], str] = {}
     if compared:
-        table = [("dataset", "model", "metric", "median A", "median B", "change", "replicas", "p", "verdict")]
+        table = [("dataset", "model", "metric", "median A", "median B", "change", "replicas", "p", "q",
+                  "effect of B [interval]", "verdict")]
         for row in compared:
             counts = (len(row.a), len(row.b))
             marker = ""
@@ -282,9 +387,10 @@ def render(rows: list[Row], a: Side, b: Side, alpha: float = ALPHA) -> str:
                 notes[counts] = _footnote(counts, alpha)
             table.append((row.dataset, row.model, row.metric.name, _number_text(row.median_a),
                           _number_text(row.median_b), _number_text(row.change, signed=True),
-                          f"{counts[0]}/{counts[1]}{marker}", f"{row.p_value:.3g}", row.verdict))
+                          f"{counts[0]}/{counts[1]}{marker}", f"{row.p_value:.3g}",
+                          "-" if row.q_value is None else f"{row.q_value:.3g}", row.effect_text(), row.verdict))
         widths = [max(len(line[column]) for line in table) for column in range(len(table[0]))]
-        right = {3, 4, 5, 7}
+        right = {3, 4, 5, 7, 8}
         lines.append("")
         for line in table:
             cells = [cell.rjust(width) if column in right else cell.ljust(width)
@@ -301,7 +407,19 @@ def render(rows: list[Row], a: Side, b: Side, alpha: float = ALPHA) -> str:
     if notes:
         lines.append("")
         lines += [notes[counts] for counts in sorted(notes)]
-    lines += ["", summary(rows)]
+    lines.append("")
+    open_rows = undecided(rows, alpha, fdr)
+    if open_rows:
+        lines.append(f"{len(open_rows)} row{'s' if len(open_rows) != 1 else ''} significant on {'its' if len(open_rows) == 1 else 'their'} own "
+                     f"(p <= {alpha:g}) but not after the false discovery control; more replicas would decide "
+                     f"{'it' if len(open_rows) == 1 else 'them'}: `python -m pipeline diff --suggest`")
+    levels = sorted({round(row.coverage, 3) for row in rows if row.coverage is not None})
+    if levels:
+        lines.append(f"Effects: Hodges-Lehmann shift of B against A (a factor for errors) with its exact "
+                     f"confidence interval ({', '.join(f'{100 * v:.1f}%' for v in levels)}); where no verdict is "
+                     f"given, no change outside the interval is consistent with the replicas, and none inside it "
+                     f"can be excluded.")
+    lines.append(summary(rows, fdr))
     return "\n".join(lines)
 
 
@@ -322,10 +440,14 @@ def _one_sided(rows) -> str:
                      for (dataset, model), names in by_pair.items())
 
 
-def run(a: str = "HEAD", b: str = WORKSPACE, as_json: bool = False, root: str | Path | None = None) -> str:
-    """The text `python -m pipeline diff A B` prints: the table, or with `as_json` a JSON list of rows."""
+def run(a: str = "HEAD", b: str = WORKSPACE, as_json: bool = False, root: str | Path | None = None,
+        fdr: float | None = FDR, suggestion: bool = False) -> str:
+    """The text `python -m pipeline diff A B` prints: the table, or with `as_json` a JSON list of rows; with
+    `suggestion` the -S settings that would settle the undecided rows. `fdr` None: per-comparison verdicts."""
     side_a, a_pairs, side_b, b_pairs = read(a, b, root)
-    rows = compare(a_pairs, b_pairs)
+    rows = compare(a_pairs, b_pairs, fdr=fdr)
     if as_json:
         return json.dumps([row.as_dict() for row in rows], indent=2)
-    return render(rows, side_a, side_b)
+    if suggestion:
+        return suggest(rows, fdr=FDR if fdr is None else fdr)
+    return render(rows, side_a, side_b, fdr=fdr)
