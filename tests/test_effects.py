@@ -88,3 +88,21 @@ def test_rows_significant_alone_but_not_after_the_fdr_are_named_with_the_replica
     assert "sine/gru test.rmse" in text and "-S data.sine.train.replicas=6" in text
     per_comparison = {row.model: row.verdict for row in diff.compare(a, b, fdr=None)}
     assert per_comparison["gru"] == stats.BETTER  # the old behaviour, for one pre-planned question
+
+
+# --- the leaderboard's rank groups -------------------------------------------------------------------------------
+
+def test_rank_letters_group_the_models_no_test_separates():
+    """a < b < c < d by rank; a and c, a and d, b and d are separated: runs a-b (a), b-c (b), c-d (c)."""
+    separated = {frozenset(p) for p in (("a", "c"), ("a", "d"), ("b", "d"))}
+    assert effects.rank_letters(["a", "b", "c", "d"], separated) == {"a": "a", "b": "ab", "c": "bc", "d": "c"}
+    assert effects.rank_letters(["a", "b", "c"], set()) == {"a": "a", "b": "a", "c": "a"}  # a three-way tie
+    everything = {frozenset(p) for p in (("a", "b"), ("a", "c"), ("b", "c"))}
+    assert effects.rank_letters(["a", "b", "c"], everything) == {"a": "a", "b": "b", "c": "c"}
+
+
+def test_separated_pairs_need_replicas_and_pass_the_fdr_over_the_datasets_pairs():
+    values = {"gru": [0.10, 0.11, 0.12, 0.13, 0.14], "lstm": [0.50, 0.51, 0.52, 0.53, 0.54],
+              "rnn": [0.105, 0.115, 0.125, 0.135, 0.145], "linear": [0.01]}
+    # gru-lstm and rnn-lstm: p 0.0079, q 0.012 each (3 pairs); gru-rnn overlap; linear has no replicas
+    assert effects.separated_pairs(values) == {frozenset(("gru", "lstm")), frozenset(("rnn", "lstm"))}

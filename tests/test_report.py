@@ -246,7 +246,7 @@ def test_summarize_writes_leaderboards(hand_made):
     assert list(sine["gru"]) == ["rank", "model", "kind", "test RMSE", "100-step rollout RMSE",
                                  "steps within tolerance", "beats persistence", "test skill", "rollout skill",
                                  "diverged"]
-    assert sine["gru"] == {"rank": "2", "model": "gru", "kind": "gru", "test RMSE": "0.1 [0.05-0.2]",
+    assert sine["gru"] == {"rank": "2 a", "model": "gru", "kind": "gru", "test RMSE": "0.1 [0.05-0.2]",
                            "100-step rollout RMSE": "0.8 [0.6-1.2]", "steps within tolerance": "5 [2-9]",
                            "beats persistence": "2/3", "test skill": "0.75", "rollout skill": "0.36",
                            "diverged": "1/3"}
@@ -261,7 +261,7 @@ def test_summarize_writes_leaderboards(hand_made):
                                    "diverged"]
     assert memory["gru"]["test RMSE"] == "0.7 [0.5-2]" and memory["linear"]["test RMSE"] == "1"
     for ds, table in summary.items():
-        assert [int(tables[ds][m]["rank"]) for m in table] == [row["rank"] for row in table.values()]
+        assert [int(tables[ds][m]["rank"].split()[0]) for m in table] == [row["rank"] for row in table.values()]
     assert "old" not in text and "None" not in text
     assert text.rstrip().splitlines()[-1].startswith(
         "**Diverged** (the loss exploded; the weights from before it were evaluated): sine/gru. Lower `train.lr`. "

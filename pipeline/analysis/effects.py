@@ -22,7 +22,7 @@ from math import comb
 
 import numpy as np
 
-from pipeline.analysis.stats import EXACT_LIMIT, as_values, splits
+from pipeline.analysis.stats import EXACT_LIMIT, as_values, rank_test, splits
 
 
 def bh_qvalues(p_values: list[float]) -> list[float]:
@@ -88,3 +88,32 @@ def log_scale(values) -> bool:
     """Whether a metric's values are positive, so that its shift is read as a factor (errors, not counts)."""
     array = np.asarray(values, dtype=np.float64)
     return bool(np.all(np.isfinite(array)) and np.all(array > 0))
+
+
+def separated_pairs(values: dict[str, list[float]], fdr: float = 0.05) -> set[frozenset[str]]:
+    """The pairs of models whose replicas the exact rank test tells apart with the false discovery rate over all
+    of one dataset's pairs controlled (Benjamini-Hochberg); a model with one value (a deterministic baseline)
+    can be told from none: no test reaches 0.05 against a single number."""
+    names = [name for name, v in values.items() if len(v) >= 2]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    q = bh_qvalues([rank_test(values[a], values[b]) for a, b in pairs])
+    return {frozenset(pair) for pair, qv in zip(pairs, q) if qv <= fdr}
+
+
+def rank_letters(ranked: list[str], separated: set[frozenset[str]]) -> dict[str, str]:
+    """Letters for a ranked list, as in a compact letter display: models that share a letter are not told apart.
+    Each letter covers a run of consecutive ranks in which no two models are separated, the longest starting at
+    each rank, runs inside an earlier one dropped."""
+    runs: list[tuple[int, int]] = []
+    for start in range(len(ranked)):
+        end = start
+        while end + 1 < len(ranked) and all(frozenset((ranked[k], ranked[end + 1])) not in separated
+                                            for k in range(start, end + 1)):
+            end += 1
+        if not runs or end > runs[-1][1]:
+            runs.append((start, end))
+    letters = {name: "" for name in ranked}
+    for index, (start, end) in enumerate(runs):
+        for name in ranked[start:end + 1]:
+            letters[name] += "abcdefghijklmnopqrstuvwxyz"[index % 26]
+    return letters

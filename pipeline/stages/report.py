@@ -15,7 +15,9 @@ Files are read for the (dataset, model) pairs named in params.yaml only, so resu
 dataset or model never slip into the comparison.
 """
 
-from pipeline.analysis import stats
+import math
+
+from pipeline.analysis import effects, stats
 from pipeline.files.artifacts import (Paths, atomic_path, number_text, read_json, significant, spread_text, write_csv,
                                       write_json)
 from pipeline.data.generators import KINDS
@@ -29,7 +31,7 @@ LEADERBOARD_COLUMNS = [
     "rollout_rmse", "rollout_rmse_min", "rollout_rmse_max", "rollout_skill",
     "valid_horizon", "valid_horizon_min", "valid_horizon_max",
     "rollout_mase", "rollout_smape",
-    "beats_persistence", "diverged", "diverged_replicas",
+    "beats_persistence", "diverged", "diverged_replicas", "rank_group",
 ]
 
 
@@ -94,6 +96,12 @@ def dataset_summary(params: Params, ds: str, paths: Paths) -> dict[str, dict]:
     ranked = sorted(table, key=lambda m: (table[m][key] is None, table[m][key] or 0.0, m))
     for rank, m in enumerate(ranked, start=1):
         table[m]["rank"] = rank
+    replicated = [m for m in ranked if table[m]["replicas"] >= 2]
+    values = {m: [math.inf if r.get(key) is None else float(r[key]) for r in evals[m]["per_replica"].values()]
+              for m in replicated}
+    groups = effects.rank_letters(replicated, effects.separated_pairs(values))
+    for m in ranked:
+        table[m]["rank_group"] = groups.get(m)
     return {m: table[m] for m in ranked}
 
 
@@ -103,7 +111,10 @@ Each learned model is trained as several replicas (`train.replicas`: the same da
 seeds). Every number is the **median over the replicas**, followed by **[min-max] over the replicas**; a number
 without brackets comes from a single fit: the baselines (persistence, linear) are deterministic, one fit each.
 Models are ranked by the median rollout RMSE where the dataset has a rollout, else by the median test RMSE.
-*beats persistence* k/R: in k of its R replicas the model's MSE (rollout MSE where the dataset has a rollout,
+The letters beside a learned model's rank group the models the replicas cannot tell apart: two models that share
+a letter are not separated by the exact rank test over their replicas, with the false discovery rate over the
+dataset's pairs at 0.05 (so "3 b" and "4 b" may be a tie); a baseline, one deterministic fit, gets none (no
+test reaches 0.05 against a single number). *beats persistence* k/R: in k of its R replicas the model's MSE (rollout MSE where the dataset has a rollout,
 else test MSE) is below persistence's. Skill = 1 - MSE / MSE(persistence), from the median MSEs (1 is perfect,
 below 0 is worse than repeating the last value). *steps within tolerance*: how many steps the free-running
 rollout stays within `evaluate.tolerance`. RMSEs are in the data's original units. For your own CSV data the
@@ -124,7 +135,7 @@ def _markdown_table(table: dict[str, dict], steps: int | None) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m, row in table.items():
         n = row["replicas"]
-        cells = [str(row["rank"]), m, row["kind"],
+        cells = [f"{row['rank']} {row['rank_group']}" if row.get("rank_group") else str(row["rank"]), m, row["kind"],
                  spread_text(row["test_rmse"], row["test_rmse_min"], row["test_rmse_max"], n)]
         if rollout:
             cells += [spread_text(row.get("rollout_rmse"), row.get("rollout_rmse_min"), row.get("rollout_rmse_max"), n),
