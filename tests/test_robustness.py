@@ -51,7 +51,7 @@ BAD_PARAMS = {
     "dataset-without-data-entry": (
         lambda r: r["datasets"].append("weather"),
         "params.yaml: datasets lists 'weather' but there is no data.weather entry; add one or choose from: "
-        "memory_long, memory_short, ramp, sincos, sine, trajectory"),
+        "memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending"),
     "unknown-model": (
         lambda r: r["models"].update(transformer={}),
         "params.yaml: models.transformer is not a known model; choose from: concat, elman, gru, linear, lstm, "
