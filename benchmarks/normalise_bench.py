@@ -28,10 +28,10 @@ from benchmarks.timing import timed
 from pipeline import params as params_module
 from pipeline.files.artifacts import Paths
 from pipeline.models.normalisation import MODES
+from pipeline.params import MODEL_KINDS_LEARNED
 from pipeline.stages import evaluate, generate, train
 
 ROOT = Path(__file__).resolve().parents[1]
-LEARNED = ("elman", "concat", "rnn", "lstm", "gru")
 
 
 def project_params(dataset: str, mode: str, replicas: int | None) -> dict:
@@ -73,7 +73,7 @@ def measure(dataset: str, mode: str, replicas: int | None) -> dict:
 def summary(run: dict) -> dict:
     models = run["models"]
     persistence = models["persistence"]["test_rmse"][0]
-    learned = {m: v for m, v in models.items() if m in LEARNED}
+    learned = {m: v for m, v in models.items() if m in MODEL_KINDS_LEARNED}
     best = min(learned, key=lambda m: statistics.median(learned[m]["test_rmse"]))
     mase_best = [v for v in learned[best]["mase"] if v is not None]
     return {"persistence": persistence, "linear": models["linear"]["test_rmse"][0], "best": best,

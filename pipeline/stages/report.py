@@ -22,7 +22,7 @@ from pipeline.files.artifacts import (Paths, atomic_path, number_text, read_json
                                       write_json)
 from pipeline.data.generators import KINDS
 from pipeline.errors import ArtifactError
-from pipeline.params import Params
+from pipeline.params import MODEL_KINDS_LEARNED, Params
 
 HEADLINE = ("test_rmse", "rollout_rmse", "valid_horizon")  # shown with their spread
 LEADERBOARD_COLUMNS = [
@@ -195,14 +195,11 @@ def twin_notes(params: Params, ds: str, paths: Paths) -> list[str]:
     return notes
 
 
-LEARNED_KINDS = ("elman", "concat", "rnn", "lstm", "gru")
-
-
 def persistence_warning(params: Params, ds: str, table: dict[str, dict], paths: Paths) -> list[str]:
     """One line when no learned model beats persistence in most of its replicas: on a user's series that trends,
     the usual cause is that the test part lies outside the range the models were trained on, which a window
     normalisation fixes (docs/your-own-data.md); the line names the settings to try."""
-    learned = [row for row in table.values() if row["kind"] in LEARNED_KINDS and row["beats_persistence"] is not None]
+    learned = [row for row in table.values() if row["kind"] in MODEL_KINDS_LEARNED and row["beats_persistence"] is not None]
     if not learned or any(2 * row["beats_persistence"] > row["replicas"] for row in learned):
         return []
     mode = params.normalise(ds)
