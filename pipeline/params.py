@@ -8,7 +8,7 @@ to a dataset listed without its `data.<name>` entry, is one `ParamsError` line n
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -62,12 +62,18 @@ class TrainParams:
     clip_norm: float = setting(1.0, ge=0)  # 0 turns clipping off
     patience: int = setting(10, ge=0)  # early stopping; 0: every epoch runs (the best weights are still kept)
     replicas: int = setting(5, ge=1)  # learned pairs train this many seeds at once; baselines are one fit
-    replica_groups: int = setting(2, ge=1)  # networks the replicas are split into (training.replica_groups)
+    # Replicas 0..k-1 train as one network, k..2k-1 as the next (training.networks): fixed by index, so that a
+    # network's replicas never depend on how many there are, and a pair extended to more replicas reuses them.
+    replicas_per_network: int = setting(3, ge=1)
     # The free-running phase (fitting.fit): after teacher forcing, K fed-back steps per example; 0 turns it off.
     rollout_steps: int = setting(0, ge=0)
     rollout_lr: float = setting(0.0003, gt=0)
     rollout_epochs: int = setting(30, ge=1)
     rollout_patience: int = setting(10, ge=0)
+
+    RENAMED: ClassVar[dict[str, str]] = {
+        "replica_groups": "is retired: set train.replicas_per_network instead (the default 3 trains 5 replicas as "
+                          "0-2 and 3-4, as replica_groups: 2 did)"}
 
     def check(self, key: str) -> None:
         if self.schedule == "cosine" and self.lr_min > self.lr:

@@ -128,7 +128,10 @@ def build(cls: type[T], raw: Any, key: str, ignore: tuple[str, ...] = ()) -> T:
     raw = require_mapping(key, raw)
     declared = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    renamed = getattr(cls, "RENAMED", {})  # an old key: what replaced it, so that old params files say what to do
     for name in raw:
+        if name in renamed:
+            fail(f"{key}.{name}", renamed[name])
         if name not in declared and name not in ignore:
             choices = ", ".join(sorted(set(declared) | set(ignore)))
             raise SchemaError(f"unknown key '{key}.{name}'; expected one of: {choices}")

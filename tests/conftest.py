@@ -9,6 +9,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Every test trains what it asks for: a network reused from the replica cache (pipeline/files/replica_cache.py)
+# would make two trainings agree by construction. The tests of the cache turn it on in a folder of their own.
+os.environ["PIPELINE_REPLICA_CACHE"] = "off"
+
 TINY_SIZES = {
     "sine": {"train_until": 20.0, "extrapolate_until": 30.0},
     # windows: all gives each sincos, ramp and trajectory sequence rollout_steps (10) windows

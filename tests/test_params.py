@@ -284,7 +284,7 @@ BAD = [
      "params.yaml: train.lr_min must be <= lr (0.01) for the cosine schedule, got 0.5"),
     ("unknown-key-in-variant-train", lambda r: r["models"].update(gru={"train": {"lrr": 0.1}}),
      "params.yaml: unknown key 'models.gru.train.lrr'; expected one of: batch_size, clip_norm, epochs, lr, "
-     "lr_decay, lr_min, patience, replica_groups, replicas, rollout_epochs, rollout_lr, rollout_patience, "
+     "lr_decay, lr_min, patience, replicas, replicas_per_network, rollout_epochs, rollout_lr, rollout_patience, "
      "rollout_steps, schedule"),
     ("bad-value-in-dataset-train", lambda r: r["data"]["sine"].update(train={"epochs": 0}),
      "params.yaml: data.sine.train.epochs must be >= 1, got 0"),
@@ -294,8 +294,14 @@ BAD = [
      "params.yaml: models.rnn.forget_bias applies to lstm and gru variants only; this one is a rnn"),
     ("forget-bias-not-a-number", lambda r: r["model"].update(forget_bias="high"),
      "params.yaml: model.forget_bias must be a number, got 'high'"),
-    ("zero-replica-groups", lambda r: r["train"].update(replica_groups=0),
-     "params.yaml: train.replica_groups must be >= 1, got 0"),
+    ("zero-replicas-per-network", lambda r: r["train"].update(replicas_per_network=0),
+     "params.yaml: train.replicas_per_network must be >= 1, got 0"),
+    ("retired-replica-groups", lambda r: r["train"].update(replica_groups=2),
+     "params.yaml: train.replica_groups is retired: set train.replicas_per_network instead (the default 3 trains "
+     "5 replicas as 0-2 and 3-4, as replica_groups: 2 did)"),
+    ("retired-replica-groups-in-a-dataset", lambda r: r["data"]["sine"].update(train={"replica_groups": 1}),
+     "params.yaml: data.sine.train.replica_groups is retired: set train.replicas_per_network instead (the "
+     "default 3 trains 5 replicas as 0-2 and 3-4, as replica_groups: 2 did)"),
     ("variant-dataset-misspelt", lambda r: r["models"]["rnn_fr"].update(datasets=["ramp", "sincoss"]),
      "params.yaml: models.rnn_fr.datasets lists 'sincoss', which no data: entry names; choose from: memory_long, "
      "memory_short, ramp, sincos, sine, stores, trajectory, trending"),
@@ -316,7 +322,7 @@ BAD = [
      "it runs on, e.g. `rnn_fr: {kind: rnn, datasets: [sincos, ramp], train: {rollout_steps: 10}}`"),
     ("free-running-bad-train-key", lambda r: r["models"]["rnn_fr"].update(train={"steps": 5}),
      "params.yaml: unknown key 'models.rnn_fr.train.steps'; expected one of: batch_size, clip_norm, "
-     "epochs, lr, lr_decay, lr_min, patience, replica_groups, replicas, rollout_epochs, rollout_lr, "
+     "epochs, lr, lr_decay, lr_min, patience, replicas, replicas_per_network, rollout_epochs, rollout_lr, "
      "rollout_patience, rollout_steps, schedule"),
 ]
 

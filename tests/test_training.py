@@ -564,20 +564,26 @@ def test_replicas_train_as_they_would_alone(sine, kind):
     assert all(any(not np.array_equal(together.state_arrays(r)[n], first[n]) for n in first) for r in (1, 2))
 
 
-@pytest.mark.parametrize("replicas, groups, sizes", [(5, 2, [3, 2]), (5, 1, [5]), (3, 5, [1, 1, 1]),
-                                                     (1, 2, [1]), (7, 3, [3, 2, 2])])
-def test_replica_groups_are_contiguous_and_as_even_as_possible(replicas, groups, sizes):
+@pytest.mark.parametrize("replicas, per_network, sizes", [(5, 3, [3, 2]), (5, 5, [5]), (3, 1, [1, 1, 1]),
+                                                          (1, 3, [1]), (7, 3, [3, 3, 1]), (6, 3, [3, 3])])
+def test_networks_are_contiguous_and_fixed_by_index(replicas, per_network, sizes):
     seeds = [training.replica_seed(0, r) for r in range(replicas)]
-    split = training.replica_groups(seeds, groups)
+    split = training.networks(seeds, per_network)
     assert [len(g) for g in split] == sizes
     assert [s for g in split for s in g] == seeds
+    # a network never depends on the replica count: the first ones of a larger pair are the same lists
+    more = training.networks([training.replica_seed(0, r) for r in range(replicas + per_network)], per_network)
+    assert all(more[i] == network for i, network in enumerate(split) if len(network) == per_network)
 
 
-def test_replica_groups_write_the_same_bytes_side_by_side_and_in_turn(project, monkeypatch):
-    """Where a group runs (a forked process or this one, after the other) is not an input: every output of the
-    train stage is byte-identical. Three replicas in two groups (2 + 1), for a gated and a hand-written kind."""
+def test_networks_write_the_same_bytes_side_by_side_and_in_turn(project, monkeypatch):
+    """Where a network runs (a forked process or this one, after the other) is not an input: every output of the
+    train stage is byte-identical. Three replicas in two networks (2 + 1), for a gated and a hand-written kind."""
+    raw = tiny_params()
+    raw["train"]["replicas_per_network"] = 2
+    write_params(project, raw)
     loaded = params.load("params.yaml")
-    assert loaded.train.replicas == 3 and loaded.train.replica_groups == 2
+    assert loaded.train.replicas == 3 and loaded.train.replicas_per_network == 2
     generate.run(loaded, "sine")
     written = {}
     for at_once in (1, 2):

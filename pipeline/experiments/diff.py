@@ -340,8 +340,9 @@ def suggest(rows: list[Row], alpha: float = ALPHA, fdr: float = FDR) -> str:
     return (f"{len(open_rows)} row{'s' if len(open_rows) != 1 else ''} would be decided by more replicas "
             f"({', '.join(f'{r.dataset}/{r.model} {r.metric.name}' for r in open_rows)}). Run both sides again with "
             f"{replicas} replicas on {', '.join(datasets)}: add\n  {overrides}\nto A's run (`dvc exp run {overrides}` "
-            f"on its commit) and to B's own -S settings, then diff the two experiments. Every replica of those "
-            f"datasets' learned pairs trains again.")
+            f"on its commit) and to B's own -S settings, then diff the two experiments. Where a side was trained "
+            f"in this workspace, its full networks of replicas come from the replica cache and only the new ones "
+            f"train (docs/experiments.md, \"More replicas\").")
 
 
 def test_name(alpha: float = ALPHA, fdr: float | None = FDR) -> str:

@@ -1,8 +1,8 @@
 """The train stage: fit one (dataset, model) pair and write its checkpoint, metrics and loss curve.
 
 A learned pair trains `train.replicas` replicas that differ only in their seed (weight initialisation and batch
-order, `replica_seed`), in `train.replica_groups` networks (learning/replicas.py) that run side by side in forked
-copies of this process (learning/processes.py); its metrics are medians over them under the single-run names,
+order, `replica_seed`), in networks of `train.replicas_per_network` (learning/replicas.py) that run side by side in
+forked copies of this process (learning/processes.py); its metrics are medians over them under the single-run names,
 with every replica's own outcome beside them.
 
 Learned variants are trained by gradients in learning/fitting.py (torch, imported only for them); the closed-form
@@ -15,11 +15,12 @@ import dataclasses
 import math
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.models import baselines, normalisation
-from pipeline.files import checkpoints, datasets
+from pipeline.files import checkpoints, datasets, replica_cache
 from pipeline.learning import numerics, processes
 from pipeline.files.artifacts import Paths, guaranteed, write_csv, write_json
 from pipeline.learning.history import History
@@ -56,7 +57,8 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -
         cfg = params.training(dataset, model_name)
         check_free_running(cfg, data, dataset)
         seeds = [replica_seed(params.seed, r) for r in range(cfg.replicas)]
-        histories, arrays, parameters, device = _fit_learned(params, cfg, data, spec, shape, seeds, label)
+        histories, arrays, parameters, device = _fit_learned(params, cfg, data, spec, shape, seeds, label,
+                                                             paths.dataset(dataset))
     seconds = time.perf_counter() - started
     metrics = train_metrics(histories, seeds, parameters, device)
     checkpoints.save(paths.checkpoint(dataset, model_name), spec.kind, shape, arrays)
@@ -187,23 +189,21 @@ def _fit_baseline(data: datasets.Dataset, kind: str, shape: checkpoints.Shape
     return [history], [model.state()], 0, "cpu"
 
 
-def replica_groups(seeds: list[int], groups: int) -> list[list[int]]:
-    """`train.replica_groups` contiguous groups of the replica seeds, sizes differing by at most one, larger
-    first: 5 replicas in 2 groups are replicas 0-2 and 3-4. Each group is one network (replicas.py); the split
-    decides which kernel calls a replica's arithmetic shares, so it is a setting, never the machine's choice."""
-    count = min(groups, len(seeds))
-    size, extra = divmod(len(seeds), count)
-    bounds = [0]
-    for g in range(count):
-        bounds.append(bounds[-1] + size + (1 if g < extra else 0))
-    return [seeds[a:b] for a, b in zip(bounds, bounds[1:])]
+def networks(seeds: list[int], per_network: int) -> list[list[int]]:
+    """The replica seeds in networks of `train.replicas_per_network`, by index: replicas 0..k-1, then k..2k-1,
+    the last one possibly smaller (5 replicas at 3 per network are 0-2 and 3-4). Each is one network
+    (replicas.py), and the split decides which kernel calls a replica's arithmetic shares, so it is a setting,
+    never the machine's choice; fixed by index, a network never depends on the replica count, so a pair
+    extended from 3 to 6 replicas reuses its network 0-2 (replica_cache.py)."""
+    return [seeds[start:start + per_network] for start in range(0, len(seeds), per_network)]
 
 
 def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec: ModelSpec,
-                 shape: checkpoints.Shape, seeds: list[int], label: str
+                 shape: checkpoints.Shape, seeds: list[int], label: str, dataset_file: Path
                  ) -> tuple[list[History], list[dict[str, np.ndarray]], int, str]:
-    """Train every replica group, side by side in forked processes where the machine has free cores
-    (processes.py), in turn otherwise: the same numbers either way."""
+    """Train every replica network, side by side in forked processes where the machine has free cores
+    (processes.py), in turn otherwise: the same numbers either way. A network found in the replica cache (the
+    same settings, seeds and code trained it before) is taken from there instead."""
     from pipeline.learning import fitting  # torch: imported only when a model is trained by gradients
     from pipeline.progress import Progress
     from pipeline.learning.replicas import ReplicaStack
@@ -213,27 +213,65 @@ def _fit_learned(params: Params, cfg: TrainParams, data: datasets.Dataset, spec:
     configure(params.threads)
     train, val = fitting.tensors(data, "train", device), fitting.tensors(data, "val", device)
     continued = fitting.continued_tensors(data, cfg.rollout_steps, device) if cfg.rollout_steps else None
-    groups = replica_groups(seeds, cfg.replica_groups)
+    groups = networks(seeds, cfg.replicas_per_network)
+    keys = [replica_cache.key(_fingerprint(params, cfg, spec, shape, data, dataset_file, group, device))
+            for group in groups]
+    kept = [replica_cache.load(k) for k in keys]
+    todo = [i for i, result in enumerate(kept) if result is None]
     at_once = processes.side_by_side(params.threads, device.type == "cpu")
 
-    def job(index: int, group: list[int]):
-        first = sum(len(g) for g in groups[:index])
-        shown = label if len(groups) == 1 else f"{label} replicas {first}-{first + len(group) - 1}"
-        quiet = at_once > 1 and index > 0  # one progress line at a time: the parent's group speaks for all
+    def job(index: int, speaks: bool):
+        group = groups[index]
+        shown = label if len(groups) == 1 else f"{label} replicas {_span(groups, index)}"
 
         def fit_group():
             configure(params.threads)
             stack = ReplicaStack(spec.kind, shape, group, spec.forget_bias, data.normalise).to(device)
-            histories = fitting.fit(stack, train, val, cfg, None if quiet else Progress(shown, cfg.epochs),
+            histories = fitting.fit(stack, train, val, cfg, Progress(shown, cfg.epochs) if speaks else None,
                                     continued)
             return histories, [stack.state_arrays(r) for r in range(stack.replicas)], stack.parameters_per_replica()
 
         return fit_group
 
-    results = processes.run_all([job(i, g) for i, g in enumerate(groups)], at_once)
-    histories = [h for result in results for h in result[0]]
-    arrays = [a for result in results for a in result[1]]
-    return histories, arrays, results[0][2], str(device)
+    # One progress line at a time: where networks run side by side, the parent's speaks for all of them.
+    trained = processes.run_all([job(i, at_once <= 1 or n == 0) for n, i in enumerate(todo)], at_once)
+    for i, result in zip(todo, trained):
+        replica_cache.store(keys[i], result)
+        kept[i] = result
+    reused = [g for g in range(len(groups)) if g not in todo]
+    if reused:
+        count = sum(len(groups[g]) for g in reused)
+        print(f"{label}: {count} of {len(seeds)} replicas reused from {replica_cache.folder()} (networks "
+              f"{', '.join(_span(groups, g) for g in reused)}); trained {len(seeds) - count}")
+    histories = [h for result in kept for h in result[0]]
+    arrays = [a for result in kept for a in result[1]]
+    return histories, arrays, kept[0][2], str(device)
+
+
+def _span(groups: list[list[int]], index: int) -> str:
+    """Network `index` as the replica numbers it holds, e.g. `0-2`."""
+    first = sum(len(g) for g in groups[:index])
+    return f"{first}-{first + len(groups[index]) - 1}" if len(groups[index]) > 1 else str(first)
+
+
+def _fingerprint(params: Params, cfg: TrainParams, spec: ModelSpec, shape: checkpoints.Shape,
+                 data: datasets.Dataset, dataset_file: Path, seeds: list[int], device) -> dict:
+    """Everything one network's trained result depends on (replica_cache.py): the replica count and the split
+    into networks are left out on purpose, since they change which networks exist, not what one of them is."""
+    import platform
+
+    import torch
+
+    training_settings = dataclasses.asdict(cfg)
+    for name in ("replicas", "replicas_per_network"):
+        training_settings.pop(name)
+    return {
+        "source": replica_cache.source_hash(), "torch": torch.__version__, "numerics": numerics.mode(),
+        "machine": platform.machine(), "device": str(device), "threads": params.threads,
+        "dataset": replica_cache.file_hash(dataset_file), "normalise": data.normalise,
+        "kind": spec.kind, "forget_bias": spec.forget_bias, "shape": dataclasses.asdict(shape),
+        "train": training_settings, "seeds": list(seeds),
+    }
 
 
 def _mse(pred: np.ndarray, truth: np.ndarray) -> float:
