@@ -19,7 +19,7 @@ from pipeline.schema import SchemaError, build, fail, require_mapping, setting, 
 # The model registry lives in models.py, which needs torch; stages that never build a model (generate, report)
 # must not pay torch's import time just to validate names, so the names are listed here too.
 # tests/test_models.py checks that this tuple and the registry agree.
-MODEL_KINDS = ("concat", "elman", "gru", "linear", "lstm", "persistence", "rnn")
+MODEL_KINDS = ("concat", "elman", "gru", "linear", "lstm", "mean", "persistence", "rnn")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")
 GATED = ("lstm", "gru")  # the kinds with a gate that keeps the old state (model.forget_bias)
@@ -117,9 +117,21 @@ class Params:
     data_normalise: dict[str, str] = dataclasses.field(default_factory=dict)  # data.<name>.normalise, if not none
 
     def models_on(self, dataset: str) -> list[str]:
-        """The variants that run on `dataset`: every `models:` entry but those whose `datasets:` leaves it out.
-        Evaluation, the figures and the leaderboard list these."""
-        return [m for m, spec in self.models.items() if spec.datasets is None or dataset in spec.datasets]
+        """The variants that run on `dataset`: every `models:` entry but those whose `datasets:` leaves it out
+        and persistence where the target is not the inputs' next value. Evaluation, the figures and the
+        leaderboard list these."""
+        return [m for m in self.models if self.why_not_on(dataset, m) is None]
+
+    def why_not_on(self, dataset: str, model: str) -> str | None:
+        """Why variant `model` does not run on `dataset` (its not-run record says it), or None where it runs."""
+        spec = self.models[model]
+        if spec.datasets is not None and dataset not in spec.datasets:
+            return f"models.{model}.datasets is {', '.join(spec.datasets)}, without {dataset}"
+        kind = self.data_kinds.get(dataset)
+        if spec.kind == "persistence" and kind in KINDS.names() and not KINDS.get(kind).repeats_inputs:
+            return (f"persistence repeats a window's last value, and data.{dataset}'s target ({kind}) has other "
+                    f"features than its inputs; the mean baseline is its reference")
+        return None
 
     def free_running(self, name: str) -> bool:
         """Whether a variant trains on its own fed-back predictions (its `train.rollout_steps` > 0)."""

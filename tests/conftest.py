@@ -21,6 +21,9 @@ TINY_SIZES = {
     "trajectory": {"n_train": 6, "n_val": 2, "n_test": 10},
     "memory_short": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
     "memory_long": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
+    "mackey_glass": {"transient": 100.0, "samples": 200, "rollout_steps": 20},
+    "lorenz": {"transient": 5.0, "samples": 300, "rollout_steps": 20},
+    "adding": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 10},
 }
 
 

@@ -40,8 +40,12 @@ SPECS = {
                    "rollout_steps": 10},
     "memory": {"lag": -5, "length": 12, "n_train": 60, "n_val": 10, "n_test": 12},
     "csv": {"path": CSV_PATH, "column": "value", "window": 10, "val_fraction": 0.2, "test_fraction": 0.2},
+    "mackey_glass": {"transient": 100.0, "samples": 200, "window": 8, "sample_every": 6.0, "rollout_steps": 20},
+    "lorenz": {"transient": 5.0, "samples": 300, "window": 5, "rollout_steps": 20},
+    "adding": {"length": 12, "n_train": 60, "n_val": 10, "n_test": 12},
 }
-RANDOM_KINDS = [k for k in SPECS if k != "csv"]  # a CSV series is split in time order: no randomness
+# A CSV series is split in time order, and the chaotic systems are integrated from fixed initial values: no randomness
+RANDOM_KINDS = [k for k in SPECS if k not in ("csv", "mackey_glass", "lorenz")]
 
 
 def csv_series(n: int = CSV_LENGTH) -> np.ndarray:
@@ -90,13 +94,13 @@ def test_shapes_are_consistent(in_project, kind):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         assert x.dtype == np.float32 and y.dtype == np.float32
         assert x.ndim == 3 and x.shape[1:] == (window, n_features), split
-        assert y.shape == (len(x), n_features), split
+        assert y.shape == (len(x), 1 if kind == "adding" else n_features), split  # adding: one sum
         assert len(x) == meta["sizes"][split] > 0
     assert data.rollout_context.ndim == 3 and data.rollout_target.ndim == 3
     m = meta["rollout_sequences"]
     assert data.rollout_context.shape == (m, window, n_features)
     assert data.rollout_target.shape == (m, meta["rollout_steps"], n_features)
-    assert data.has_rollout == meta["autoregressive"] == (kind != "memory")
+    assert data.has_rollout == meta["autoregressive"] == (kind not in ("memory", "adding"))
     assert len(meta["features"]) == n_features
     assert meta["kind"] == kind and meta["name"] == kind
 

@@ -85,7 +85,7 @@ def test_rows_significant_alone_but_not_after_the_fdr_are_named_with_the_replica
     assert gru in diff.undecided(rows)
     assert diff.replicas_to_decide(rows) == 6
     text = diff.suggest(rows)
-    assert "sine/gru test.rmse" in text and "-S data.sine.train.replicas=6" in text
+    assert "sine/gru test.rmse" in text and "-S ++data.sine.train.replicas=6" in text
     per_comparison = {row.model: row.verdict for row in diff.compare(a, b, fdr=None)}
     assert per_comparison["gru"] == stats.BETTER  # the old behaviour, for one pre-planned question
 

@@ -12,11 +12,12 @@ from pipeline.schema import SchemaError
 
 from conftest import ROOT, tiny_params, write_params
 
-DEFAULT_DATASETS = ("sine", "sincos", "ramp", "trajectory", "memory_short", "memory_long")
-DEFAULT_MODELS = ["persistence", "linear", "elman", "concat", "rnn", "lstm", "gru"]
+DEFAULT_DATASETS = ("sine", "sincos", "ramp", "trajectory", "memory_short", "memory_long", "mackey_glass", "lorenz",
+                    "adding")
+DEFAULT_MODELS = ["persistence", "mean", "linear", "elman", "concat", "rnn", "lstm", "gru"]
 FREE_RUNNING = {"rnn_fr": ("sincos", "ramp")}  # the variants with `datasets:` and the datasets they run on
-KIND_CHOICES = "csv, memory, ramp, sincos, sine, trajectory"
-MODEL_CHOICES = "concat, elman, gru, linear, lstm, persistence, rnn"
+KIND_CHOICES = "adding, csv, lorenz, mackey_glass, memory, ramp, sincos, sine, trajectory"
+MODEL_CHOICES = "concat, elman, gru, linear, lstm, mean, persistence, rnn"
 
 
 def load_error(project: Path, raw: dict) -> str:
@@ -57,10 +58,13 @@ def test_default_params_yaml_loads():
     assert [m for m in params.models if params.free_running(m)] == list(FREE_RUNNING)
     assert {m: params.models[m].datasets for m in FREE_RUNNING} == FREE_RUNNING
     for ds in DEFAULT_DATASETS:
-        assert params.models_on(ds) == DEFAULT_MODELS + [m for m, on in FREE_RUNNING.items() if ds in on]
+        # persistence needs a target with the inputs' features: the adding problem's is a sum of two channels
+        expected = [m for m in DEFAULT_MODELS if not (ds == "adding" and m == "persistence")]
+        assert params.models_on(ds) == expected + [m for m, on in FREE_RUNNING.items() if ds in on]
     assert params.variant("rnn_fr").kind == "rnn" and params.training("ramp", "rnn_fr").rollout_steps == 10
     assert params.data_kinds == {"sine": "sine", "sincos": "sincos", "ramp": "ramp", "trajectory": "trajectory",
-                                 "memory_short": "memory", "memory_long": "memory", "stores": "csv",
+                                 "memory_short": "memory", "memory_long": "memory", "mackey_glass": "mackey_glass",
+                                 "lorenz": "lorenz", "adding": "adding", "stores": "csv",
                                  "trending": "csv"}  # the last two are examples of your own data, not listed
     sine = params.dataset("sine")
     assert (sine.dt, sine.train_until, sine.extrapolate_until, sine.window) == (0.1, 75.0, 175.0, 15)
@@ -213,7 +217,7 @@ BAD = [
      "params.yaml: models must name at least one model, e.g. `lstm: {}`"),
     ("dataset-without-data-entry", lambda r: r["datasets"].append("weather"),
      "params.yaml: datasets lists 'weather' but there is no data.weather entry; add one or choose from: "
-     "memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending"),
+     "adding, lorenz, mackey_glass, memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending"),
     ("dataset-listed-twice", lambda r: r.update(datasets=["sine", "ramp", "sine"]),
      "params.yaml: datasets lists a dataset twice: ['sine', 'ramp', 'sine']"),
     ("empty-datasets", lambda r: r.update(datasets=[]),
@@ -303,8 +307,8 @@ BAD = [
      "params.yaml: data.sine.train.replica_groups is retired: set train.replicas_per_network instead (the "
      "default 3 trains 5 replicas as 0-2 and 3-4, as replica_groups: 2 did)"),
     ("variant-dataset-misspelt", lambda r: r["models"]["rnn_fr"].update(datasets=["ramp", "sincoss"]),
-     "params.yaml: models.rnn_fr.datasets lists 'sincoss', which no data: entry names; choose from: memory_long, "
-     "memory_short, ramp, sincos, sine, stores, trajectory, trending"),
+     "params.yaml: models.rnn_fr.datasets lists 'sincoss', which no data: entry names; choose from: adding, "
+     "lorenz, mackey_glass, memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending"),
     ("variant-datasets-not-a-list", lambda r: r["models"]["rnn_fr"].update(datasets="ramp"),
      "params.yaml: models.rnn_fr.datasets must be a list of data.<name> entries, got 'ramp'"),
     ("free-running-on-memory", lambda r: r["models"]["rnn_fr"]["datasets"].append("memory_long"),
@@ -389,11 +393,11 @@ def test_lookup_of_unknown_dataset_and_model(project):
     with pytest.raises(ParamsError) as exc:
         params.dataset("weather")
     assert str(exc.value) == ("params.yaml: no data.weather entry; datasets are: "
-                              "memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending")
+                              "adding, lorenz, mackey_glass, memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending")
     with pytest.raises(ParamsError) as exc:
         params.variant("lstn")
     assert str(exc.value) == ("params.yaml: no models.lstn entry; models are: "
-                              "persistence, linear, elman, concat, rnn, lstm, gru, rnn_fr")
+                              "persistence, mean, linear, elman, concat, rnn, lstm, gru, rnn_fr")
 
 
 # --- known bugs: the correct behaviour, expected to fail until fixed ---------------------------------------

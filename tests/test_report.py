@@ -244,21 +244,21 @@ def test_summarize_writes_leaderboards(hand_made):
     sine = tables["sine"]
     assert list(sine) == ["linear", "gru", "persistence"]
     assert list(sine["gru"]) == ["rank", "model", "kind", "test RMSE", "100-step rollout RMSE",
-                                 "steps within tolerance", "beats persistence", "test skill", "rollout skill",
-                                 "diverged"]
+                                 "steps within tolerance", "beats persistence", "test skill vs persistence",
+                                 "test skill vs mean", "rollout skill vs persistence", "diverged"]
     assert sine["gru"] == {"rank": "2 a", "model": "gru", "kind": "gru", "test RMSE": "0.1 [0.05-0.2]",
                            "100-step rollout RMSE": "0.8 [0.6-1.2]", "steps within tolerance": "5 [2-9]",
-                           "beats persistence": "2/3", "test skill": "0.75", "rollout skill": "0.36",
-                           "diverged": "1/3"}
+                           "beats persistence": "2/3", "test skill vs persistence": "0.75",
+                           "test skill vs mean": "", "rollout skill vs persistence": "0.36", "diverged": "1/3"}
     # a deterministic baseline: numbers without brackets
     assert sine["linear"] == {"rank": "1", "model": "linear", "kind": "linear", "test RMSE": "0.3",
                               "100-step rollout RMSE": "0.5", "steps within tolerance": "20",
-                              "beats persistence": "1/1", "test skill": "-1.25", "rollout skill": "0.75",
-                              "diverged": "no"}
+                              "beats persistence": "1/1", "test skill vs persistence": "-1.25",
+                              "test skill vs mean": "", "rollout skill vs persistence": "0.75", "diverged": "no"}
     assert sine["persistence"]["beats persistence"] == "(reference)"
     memory = tables["memory_short"]  # no rollout: no rollout columns
-    assert list(memory["gru"]) == ["rank", "model", "kind", "test RMSE", "beats persistence", "test skill",
-                                   "diverged"]
+    assert list(memory["gru"]) == ["rank", "model", "kind", "test RMSE", "beats persistence",
+                                   "test skill vs persistence", "test skill vs mean", "diverged"]
     assert memory["gru"]["test RMSE"] == "0.7 [0.5-2]" and memory["linear"]["test RMSE"] == "1"
     for ds, table in summary.items():
         assert [int(tables[ds][m]["rank"].split()[0]) for m in table] == [row["rank"] for row in table.values()]

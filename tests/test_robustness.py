@@ -51,18 +51,18 @@ BAD_PARAMS = {
     "dataset-without-data-entry": (
         lambda r: r["datasets"].append("weather"),
         "params.yaml: datasets lists 'weather' but there is no data.weather entry; add one or choose from: "
-        "memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending"),
+        "adding, lorenz, mackey_glass, memory_long, memory_short, ramp, sincos, sine, stores, trajectory, trending"),
     "unknown-model": (
         lambda r: r["models"].update(transformer={}),
         "params.yaml: models.transformer is not a known model; choose from: concat, elman, gru, linear, lstm, "
-        "persistence, rnn (or give the entry a `kind:`), got 'transformer'"),
+        "mean, persistence, rnn (or give the entry a `kind:`), got 'transformer'"),
     "unknown-model-kind": (
         lambda r: r["models"]["gru"].update(kind="grux"),
         "params.yaml: models.gru.kind is not a known model; choose from: concat, elman, gru, linear, lstm, "
-        "persistence, rnn (or give the entry a `kind:`), got 'grux'"),
+        "mean, persistence, rnn (or give the entry a `kind:`), got 'grux'"),
     "unknown-data-kind": (
         lambda r: r["data"]["sine"].update(kind="cosine"),
-        "params.yaml: data.sine.kind must be one of: csv, memory, ramp, sincos, sine, trajectory; got 'cosine'"),
+        "params.yaml: data.sine.kind must be one of: adding, csv, lorenz, mackey_glass, memory, ramp, sincos, sine, trajectory; got 'cosine'"),
     "unknown-device": (lambda r: r.update(device="tpu"),
                        "params.yaml: device must be auto, cpu, cuda, cuda:N or mps; got 'tpu'"),
     "missing-section": (lambda r: r.pop("train"),
@@ -114,7 +114,7 @@ def test_check_names_a_device_this_machine_lacks(trained):
 def test_check_accepts_good_params(project):
     result = invoke("check")
     assert result.exit_code == 0, result.output
-    assert result.output == "params.yaml: OK (6 datasets, 8 models, 43 pairs, device cpu)\n"
+    assert result.output == "params.yaml: OK (9 datasets, 9 models, 72 pairs, device cpu)\n"
 
 
 # --- 2. bad data files ----------------------------------------------------------------------------------------

@@ -74,6 +74,12 @@ def valid_horizon(errors: np.ndarray, threshold: float) -> int:
     return int(above[0]) if len(above) else len(errors)
 
 
+def lyapunov_times(steps: float, time_step: float, exponent: float) -> float:
+    """A horizon of `steps` samples in Lyapunov times: steps x time step x the largest Lyapunov exponent, the
+    unit in which chaotic forecasts are compared (an error grows e-fold per Lyapunov time)."""
+    return float(significant(steps * time_step * exponent, 4))
+
+
 def rollout(model: Predictor, context: np.ndarray, steps: int) -> np.ndarray:
     """Free-running prediction: (M, T, F) context windows -> (M, steps, F) predictions, fed back each step.
     A model that rolls itself out faster (inference.NumpyRecurrent, with the same numbers) does so; any other
@@ -116,6 +122,9 @@ def score(data: datasets.Dataset, model: Predictor, cfg: EvalParams) -> dict:
             "rmse_at": {str(h): _rounded(float(errors[h - 1])) for h in cfg.horizons if h <= steps},
             "valid_horizon": valid_horizon(errors, threshold),
         }
+        if data.meta.get("lyapunov_exponent"):  # a chaotic system's forecast horizon in Lyapunov times
+            result["metrics"]["rollout"]["valid_lyapunov_times"] = lyapunov_times(
+                result["metrics"]["rollout"]["valid_horizon"], data.meta["time_step"], data.meta["lyapunov_exponent"])
         if "naive_mae" in data.meta:  # a backtest of a user's series: the scale-free errors too
             scale = np.asarray(data.meta["naive_mae"])[data.series_rollout]
             result["metrics"]["rollout"].update(mase=_rounded(mase(pred, data.rollout_target, scale)),
@@ -170,6 +179,8 @@ def combine(results: list[dict], deterministic: bool) -> dict:
             "valid_horizon": stats.median([r["valid_horizon"] for r in rollouts]),
         }
         metrics["rollout"].update({k: _median([r[k] for r in rollouts]) for k in SCALE_FREE if k in first["rollout"]})
+        if "valid_lyapunov_times" in first["rollout"]:
+            metrics["rollout"]["valid_lyapunov_times"] = stats.median([r["valid_lyapunov_times"] for r in rollouts])
         headline += ["rollout_rmse", "valid_horizon"]
     with np.errstate(invalid="ignore"):  # a quartile between a finite value and a failed (inf) one is NaN: null
         metrics["spread"] = {key: {name: _rounded(value) for name, value in

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import user_data
+from pipeline.data import dynamics, user_data
 from pipeline.files.datasets import (Dataset, first_windows, make_dataset, random_split_index, real_steps,
                                      sliding_windows)
 from pipeline.errors import DataError
@@ -23,14 +23,16 @@ class Kind:
     spec: type
     generate: object  # Callable[[spec, str, np.random.Generator], Dataset]
     rolls_out: bool = True  # its target is the next value, so a model can be fed its own predictions
+    repeats_inputs: bool = True  # its target has the inputs' features, so persistence (the last value) is defined
+    chaotic: bool = False  # a long rollout's error saturates whatever the model: compare how long it stays valid
 
 
 KINDS: Registry[Kind] = Registry("dataset kind")
 
 
-def kind(name: str, spec: type, rolls_out: bool = True):
+def kind(name: str, spec: type, rolls_out: bool = True, repeats_inputs: bool = True, chaotic: bool = False):
     def add(generate):
-        KINDS.register(name)(Kind(spec, generate, rolls_out))
+        KINDS.register(name)(Kind(spec, generate, rolls_out, repeats_inputs, chaotic))
         return generate
 
     return add
@@ -278,6 +280,189 @@ def memory(spec: MemorySpec, name: str, rng: np.random.Generator) -> Dataset:
     y = x[rows, lag] + x[rows, lengths - 1]
     return make_dataset(name, "memory", ["value"], {s: (x[i], y[i]) for s, i in cut.items()}, None,
                         lengths={s: lengths[i] for s, i in cut.items()})
+
+
+# --- mackey_glass and lorenz: the chaotic series of the forecasting literature ----------------------------------
+
+def _time_ordered(series: np.ndarray, window: int, val_fraction: float, test_fraction: float, rollout_steps: int
+                  ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray],
+                             dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """One long (L, F) series cut in time order into train, val and test parts: a window belongs to the split
+    its target lies in (so val and test windows start in the part before, as a forecaster's would); the rollout
+    starts at the test part's first value, from the window before it, for `rollout_steps` values; the
+    free-running objective's sequences are the training part (train) and the training and validation parts (val),
+    with each window's start."""
+    n = len(series)
+    n_test, n_val = math.floor(n * test_fraction), math.floor(n * val_fraction)
+    train_end, val_end = n - n_val - n_test, n - n_test
+    x, y = sliding_windows(series, window)
+    target = np.arange(window, n)
+    inside = {"train": target < train_end, "val": (target >= train_end) & (target < val_end), "test": target >= val_end}
+    splits = {s: (x[mask], y[mask]) for s, mask in inside.items()}
+    rollout = (series[None, val_end - window:val_end], series[None, val_end:val_end + rollout_steps])
+    sequences = {s: (series[None, :end], np.stack([np.zeros(int(inside[s].sum()), dtype=np.int64),
+                                                    target[inside[s]] - window], axis=1))
+                 for s, end in (("train", train_end), ("val", val_end))}
+    return splits, rollout, sequences
+
+
+def _check_time_ordered(spec, key: str, samples: int) -> None:
+    """The parts of a time-ordered series must hold training windows and the test part the rollout."""
+    if spec.val_fraction + spec.test_fraction >= 1:
+        fail(f"{key}.test_fraction", f"plus val_fraction must be < 1, got {spec.val_fraction} + {spec.test_fraction}")
+    n_test, n_val = math.floor(samples * spec.test_fraction), math.floor(samples * spec.val_fraction)
+    if samples - n_val - n_test < spec.window + 2 or n_val < 1:
+        fail(f"{key}.samples", f"must leave at least window + 2 ({spec.window + 2}) training values and one "
+             f"validation value, got {samples}")
+    if n_test < spec.rollout_steps:
+        fail(f"{key}.rollout_steps", f"must fit in the test part ({n_test} values: samples x test_fraction), got "
+             f"{spec.rollout_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MackeyGlassSpec:
+    """The Mackey-Glass delay equation dx/dt = beta x(t - tau) / (1 + x(t - tau)^power) - gamma x(t), chaotic at
+    tau 17 with beta 0.2, gamma 0.1, power 10 (Mackey & Glass 1977; the forecasting benchmark of Farmer &
+    Sidorowich 1987 and of Jaeger & Haas 2004, who integrate from x = 1.2). RK4 at `step` (dynamics.py), the
+    first `transient` time units dropped, then `samples` values every `sample_every` time units, cut in time
+    order into train, val and test; the rollout runs `rollout_steps` from the start of the test part."""
+
+    tau: float = setting(17.0, gt=0)
+    beta: float = setting(0.2, gt=0)
+    gamma: float = setting(0.1, gt=0)
+    power: int = setting(10, ge=1)
+    initial: float = setting(1.2, gt=0)
+    step: float = setting(0.1, gt=0)
+    transient: float = setting(500.0, ge=0)
+    sample_every: float = setting(1.0, gt=0)
+    samples: int = setting(3000, ge=1)
+    window: int = setting(18, ge=1)
+    val_fraction: float = setting(0.15, gt=0, lt=1)
+    test_fraction: float = setting(0.2, gt=0, lt=1)
+    rollout_steps: int = setting(500, ge=1)
+
+    def check(self, key: str) -> None:
+        for name in ("tau", "sample_every", "transient"):
+            value = getattr(self, name)
+            if abs(value / self.step - round(value / self.step)) > 1e-9:
+                fail(f"{key}.{name}", f"must be a whole number of integration steps (step {self.step}), got {value}")
+        _check_time_ordered(self, key, self.samples)
+
+
+@kind("mackey_glass", MackeyGlassSpec, chaotic=True)
+def mackey_glass(spec: MackeyGlassSpec, name: str, rng: np.random.Generator) -> Dataset:
+    every = int(round(spec.sample_every / spec.step))
+    skip = int(round(spec.transient / spec.step))
+    x = dynamics.mackey_glass(skip + every * (spec.samples - 1) + 1, spec.step, spec.tau, spec.beta, spec.gamma,
+                              spec.power, spec.initial)
+    series = x[skip::every][:spec.samples, None]
+    splits, rollout, sequences = _time_ordered(series, spec.window, spec.val_fraction, spec.test_fraction,
+                                               spec.rollout_steps)
+    return make_dataset(name, "mackey_glass", ["x"], splits, rollout, sequences=sequences,
+                        time_step=spec.sample_every, time_label="t")
+
+
+LORENZ_LYAPUNOV = 0.906  # the largest Lyapunov exponent at sigma 10, rho 28, beta 8/3 (Sprott 2003: 0.9056)
+
+
+@dataclasses.dataclass(frozen=True)
+class LorenzSpec:
+    """The Lorenz-63 system at its classic parameters (Lorenz 1963: sigma 10, rho 28, beta 8/3), its three
+    columns modelled jointly. RK4 at `step` from (1, 1, 1), the first `transient` time units dropped, then
+    `samples` values every `sample_every` (0.02, as Pathak et al. 2018 sample it), cut in time order; the
+    rollout runs `rollout_steps` from the start of the test part, and its valid horizon is also counted in
+    Lyapunov times (steps x sample_every x 0.906)."""
+
+    sigma: float = setting(10.0, gt=0)
+    rho: float = setting(28.0, gt=0)
+    beta: float = setting(8.0 / 3.0, gt=0)
+    step: float = setting(0.01, gt=0)
+    transient: float = setting(50.0, ge=0)
+    sample_every: float = setting(0.02, gt=0)
+    samples: int = setting(6000, ge=1)
+    window: int = setting(10, ge=1)
+    val_fraction: float = setting(0.15, gt=0, lt=1)
+    test_fraction: float = setting(0.15, gt=0, lt=1)
+    rollout_steps: int = setting(500, ge=1)
+
+    def check(self, key: str) -> None:
+        for name in ("sample_every", "transient"):
+            value = getattr(self, name)
+            if abs(value / self.step - round(value / self.step)) > 1e-9:
+                fail(f"{key}.{name}", f"must be a whole number of integration steps (step {self.step}), got {value}")
+        _check_time_ordered(self, key, self.samples)
+
+
+@kind("lorenz", LorenzSpec, chaotic=True)
+def lorenz(spec: LorenzSpec, name: str, rng: np.random.Generator) -> Dataset:
+    every = int(round(spec.sample_every / spec.step))
+    skip = int(round(spec.transient / spec.step))
+    states = dynamics.lorenz(skip + every * (spec.samples - 1) + 1, spec.step, spec.sigma, spec.rho, spec.beta,
+                             np.ones(3))
+    series = states[skip::every][:spec.samples]
+    splits, rollout, sequences = _time_ordered(series, spec.window, spec.val_fraction, spec.test_fraction,
+                                               spec.rollout_steps)
+    lyapunov = LORENZ_LYAPUNOV if (spec.sigma, spec.rho, spec.beta) == (10.0, 28.0, 8.0 / 3.0) else None
+    return make_dataset(name, "lorenz", ["x", "y", "z"], splits, rollout, sequences=sequences,
+                        time_step=spec.sample_every, time_label="t",
+                        extra_meta={"lyapunov_exponent": lyapunov} if lyapunov else None)
+
+
+# --- adding: Hochreiter & Schmidhuber 1997 ---------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class AddingSpec:
+    """The adding problem (Hochreiter & Schmidhuber 1997, experiment 4; Le et al. 2015; Arjovsky et al. 2016):
+    two input channels, values U(0, 1) and a marker that is 1 at exactly two steps, one in each half of the
+    sequence, 0 elsewhere; the target is the sum of the two marked values. Predicting the mean (1) costs MSE
+    1/6 (the variance of a sum of two U(0, 1)); "solved" is MSE below about 0.01. Not autoregressive (no
+    rollout). `length` is an int or a range [min, max] of lengths drawn per sequence, as for `memory`; the
+    markers then lie in the halves of each sequence's own length."""
+
+    length: int | tuple[int, ...] = setting(50)
+    n_train: int = setting(5000, ge=1)
+    n_val: int = setting(500, ge=1)
+    n_test: int = setting(1000, ge=1)
+
+    @property
+    def shortest(self) -> int:
+        return self.length[0] if isinstance(self.length, tuple) else self.length
+
+    @property
+    def longest(self) -> int:
+        return self.length[-1] if isinstance(self.length, tuple) else self.length
+
+    def check(self, key: str) -> None:
+        if isinstance(self.length, tuple):
+            if len(self.length) != 2 or self.length[0] > self.length[1]:
+                fail(f"{key}.length", f"must be one integer or a range [min, max] with min <= max, got "
+                     f"{list(self.length)}")
+        if self.shortest < 2:
+            fail(f"{key}.length", f"must be >= 2 (one marker in each half of the sequence), got "
+                 f"{list(self.length) if isinstance(self.length, tuple) else self.length}")
+
+
+@kind("adding", AddingSpec, rolls_out=False, repeats_inputs=False)
+def adding(spec: AddingSpec, name: str, rng: np.random.Generator) -> Dataset:
+    n = spec.n_train + spec.n_val + spec.n_test
+    lengths = (np.full(n, spec.length) if not isinstance(spec.length, tuple)
+               else rng.integers(spec.length[0], spec.length[1] + 1, size=n))
+    values = rng.random((n, spec.longest))
+    half = lengths // 2
+    first = np.floor(rng.random(n) * half).astype(np.int64)  # in [0, half)
+    second = half + np.floor(rng.random(n) * (lengths - half)).astype(np.int64)  # in [half, length)
+    rows = np.arange(n)
+    markers = np.zeros((n, spec.longest))
+    markers[rows, first] = markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=-1)
+    x[~real_steps(lengths, spec.longest)] = 0.0  # right-padded with zeros
+    y = (values[rows, first] + values[rows, second])[:, None]
+    order = rng.permutation(n)
+    cut = {"val": order[:spec.n_val], "test": order[spec.n_val:spec.n_val + spec.n_test],
+           "train": order[spec.n_val + spec.n_test:]}
+    variable = isinstance(spec.length, tuple)
+    return make_dataset(name, "adding", ["value", "marker"], {s: (x[i], y[i]) for s, i in cut.items()}, None,
+                        lengths={s: lengths[i] for s, i in cut.items()} if variable else None)
 
 
 # --- csv: a user's own series (seed 003's real-world data) -----------------------------------------------------

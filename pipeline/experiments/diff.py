@@ -336,7 +336,8 @@ def suggest(rows: list[Row], alpha: float = ALPHA, fdr: float = FDR) -> str:
         return "Nothing to settle: no row is significant on its own without passing the false discovery control."
     replicas = replicas_to_decide(rows, fdr)
     datasets = sorted({row.dataset for row in open_rows})
-    overrides = " ".join(f"-S data.{ds}.train.replicas={replicas}" for ds in datasets)
+    # `++`: set the key whether or not params.yaml has it (a plain -S only overrides an existing key)
+    overrides = " ".join(f"-S ++data.{ds}.train.replicas={replicas}" for ds in datasets)
     return (f"{len(open_rows)} row{'s' if len(open_rows) != 1 else ''} would be decided by more replicas "
             f"({', '.join(f'{r.dataset}/{r.model} {r.metric.name}' for r in open_rows)}). Run both sides again with "
             f"{replicas} replicas on {', '.join(datasets)}: add\n  {overrides}\nto A's run (`dvc exp run {overrides}` "

@@ -62,17 +62,21 @@ def _band(stack: np.ndarray, low: float | None = None, high: float | None = None
 
 
 def _rollout_axes(ax, data: Dataset, seq: int, predictions: dict[str, np.ndarray], colors: dict[str, str],
-                  replicas: dict[str, np.ndarray] | None = None, labels: dict[str, str] | None = None) -> None:
-    """Context, truth and each model's prediction for one held-out sequence, every feature. `predictions` holds
-    what each line draws (M, H, F); `replicas`, where a model has more than one, all of them (R, M, H, F) for its
-    min-max band."""
+                  replicas: dict[str, np.ndarray] | None = None, labels: dict[str, str] | None = None,
+                  features: list[int] | None = None) -> None:
+    """Context, truth and each model's prediction for one held-out sequence, every feature (or those listed in
+    `features`). `predictions` holds what each line draws (M, H, F); `replicas`, where a model has more than
+    one, all of them (R, M, H, F) for its min-max band."""
     replicas, labels = replicas or {}, labels or {}
     window, steps = data.meta["window"], data.rollout_target.shape[1]
     before, after = _time(data, np.arange(-window + 1, 1)), _time(data, np.arange(1, steps + 1))
-    known = np.concatenate([data.rollout_context[seq].ravel(), data.rollout_target[seq].ravel()])
+    shown = list(range(data.meta["n_features"])) if features is None else features
+    known = np.concatenate([data.rollout_context[seq][:, shown].ravel(), data.rollout_target[seq][:, shown].ravel()])
     low, high = float(known.min()), float(known.max())
     margin = 0.5 * (high - low) + 1e-6
     for f, feature in enumerate(data.meta["features"]):
+        if f not in shown:
+            continue
         suffix = f" {feature}" if data.meta["n_features"] > 1 else ""
         style = FEATURE_STYLES[f % len(FEATURE_STYLES)]  # colour tells models apart, line style features
         ax.plot(before, data.rollout_context[seq, :, f], color="grey", lw=2, ls=style["context"],
@@ -89,7 +93,24 @@ def _rollout_axes(ax, data: Dataset, seq: int, predictions: dict[str, np.ndarray
     if predictions:  # a diverging model must not squash the truth into a flat line: clip to the truth's range
         ax.set_ylim(low - margin, high + margin)
     ax.set_xlabel(f"{data.meta['time_label']} (0 = last known value)")
-    ax.set_ylabel(_value_label(data, ", ".join(data.meta["features"])))
+    ax.set_ylabel(_value_label(data, ", ".join(data.meta["features"][f] for f in shown)))
+
+
+def _phase_axes(ax, data: Dataset, predictions: dict[str, np.ndarray], colors: dict[str, str], x: int, z: int
+                ) -> None:
+    """The rollout of held-out sequence 1 in phase space (feature `x` against feature `z`): the truth's
+    trajectory and each model's free-running one, which a chaotic system's forecast leaves after a few Lyapunov
+    times but a model that learned the dynamics keeps on the attractor's shape."""
+    truth = data.rollout_target[0]
+    for name, pred in predictions.items():
+        ax.plot(pred[0, :, x], pred[0, :, z], color=colors[name], lw=0.8, alpha=0.8, label=name)
+    ax.plot(truth[:, x], truth[:, z], color="black", lw=1.2, label="truth")
+    span = truth.max(axis=0) - truth.min(axis=0)
+    ax.set_xlim(truth[:, x].min() - 0.3 * span[x], truth[:, x].max() + 0.3 * span[x])
+    ax.set_ylim(truth[:, z].min() - 0.3 * span[z], truth[:, z].max() + 0.3 * span[z])
+    names = data.meta["features"]
+    ax.set(xlabel=names[x], ylabel=names[z], title=f"phase space {names[x]}-{names[z]}, "
+           f"{truth.shape[0]} steps from the test start")
 
 
 def dataset_preview(path: Path, data: Dataset) -> None:
@@ -283,15 +304,21 @@ def compare_figure(path: Path, data: Dataset, results: dict[str, dict]) -> None:
     replica's rollout with a band over its replicas against the truth, or, with no rollout, median test RMSE bars
     with min-max whiskers."""
     colors = model_colors(list(results))
-    fig, ax = plt.subplots(figsize=(12, 5))
     rollout = data.has_rollout and all("pred_rollout" in r for r in results.values())
+    phase = rollout and data.meta["kind"] == "lorenz"  # a 3-D attractor: one column over time, x-z beside it
+    if phase:
+        fig, (ax, phase_ax) = plt.subplots(1, 2, figsize=(16, 5.5), gridspec_kw={"width_ratios": [2, 1]})
+    else:
+        fig, ax = plt.subplots(figsize=(12, 5))
     if rollout:
         predictions = {m: r["pred_rollout"][r["median_replica"]] for m, r in results.items()}
         replicas = {m: r["pred_rollout"] for m, r in results.items() if len(r["pred_rollout"]) > 1}
-        _rollout_axes(ax, data, 0, predictions, colors, replicas)
+        _rollout_axes(ax, data, 0, predictions, colors, replicas, features=[0] if phase else None)
         ax.set_title(f"{data.meta['name']}: every model's free-running rollout, held-out sequence 1 "
                      f"(line: median replica, band: min-max over replicas; baselines: one fit)", fontsize=10)
         ax.legend(fontsize=8, ncol=2)
+        if phase:
+            _phase_axes(phase_ax, data, predictions, colors, 0, 2)
     else:
         names = list(results)
         metrics = [results[n]["metrics"] for n in names]
@@ -306,5 +333,18 @@ def compare_figure(path: Path, data: Dataset, results: dict[str, dict]) -> None:
         ax.invert_yaxis()
         ax.set(title=f"{data.meta['name']}: test RMSE per model, median with min-max over replicas (lower is better)",
                xlabel="test RMSE (original units)")
-    fig.subplots_adjust(**(COMPARE_MARGINS if rollout else BARS_MARGINS))
+        if "mean" in results:
+            ax.axvline(results["mean"]["metrics"]["test"]["rmse"], color="grey", ls="--", lw=1,
+                       label="mean baseline (predicts the training targets' mean)")
+        if data.meta["kind"] == "adding":  # Hochreiter & Schmidhuber's criterion: MSE below 0.01 solves it
+            ax.axvline(0.1, color="green", ls=":", lw=1.2, label="solved: MSE 0.01 (RMSE 0.1)")
+        if np.nanmax(high) > 100 * np.nanmin(median):
+            ax.set_xscale("log")
+            ax.set_xlabel("test RMSE (original units, log scale)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
+    if phase:
+        fig.subplots_adjust(left=0.05, right=0.98, bottom=0.11, top=0.92, wspace=0.18)
+    else:
+        fig.subplots_adjust(**(COMPARE_MARGINS if rollout else BARS_MARGINS))
     _save(fig, path)

@@ -130,13 +130,17 @@ class Dataset:
                 np.asarray(self.meta["series_std"])[rows].reshape(shape))
 
     def scaled(self, array: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """To the units the models work in. `rows` (from `rows()`) matter only under per-series scaling."""
+        """To the units the models work in. `rows` (from `rows()`) matter only under per-series scaling. An
+        array with fewer features than the inputs (a target such as the adding problem's sum, F_out < F) is on
+        the scale of the leading F_out input features (there: the value channel, not the marker)."""
         mean, std = self._statistics(rows, np.ndim(array))
-        return ((array - mean) / std).astype(np.float32)
+        features = np.shape(array)[-1]
+        return ((array - mean[..., :features]) / std[..., :features]).astype(np.float32)
 
     def unscaled(self, array: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         mean, std = self._statistics(rows, np.ndim(array))
-        return (array * std + mean).astype(np.float32)
+        features = np.shape(array)[-1]
+        return (array * std[..., :features] + mean[..., :features]).astype(np.float32)
 
     def scaled_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """A split's (windows, targets) in model units."""

@@ -1,7 +1,7 @@
 """Baselines that every learned model is shown beside: closed-form predictors written in numpy.
 
-`persistence` predicts that the next value equals the last one; `linear` is an autoregression on the whole
-window fitted by least squares on the training split. Both go through the same train and evaluate stages and
+`persistence` predicts that the next value equals the last one; `mean` predicts the training targets' mean;
+`linear` is an autoregression on the whole window fitted by least squares on the training split. All go through the same train and evaluate stages and
 so appear in every metrics file, leaderboard and plot. They need no torch, so their stages start as fast as
 Python does.
 
@@ -163,6 +163,33 @@ class Persistence(Baseline):
         if lengths is None:
             return x[:, -1]
         return x[np.arange(len(x)), np.asarray(lengths) - 1]
+
+
+@BASELINES.register("mean")
+class Mean(Baseline):
+    """The training targets' mean, whatever the window: the reference where the last value means nothing (the
+    adding problem's target is a sum of two marked values, whose mean costs MSE 1/6), and the floor any model
+    that learned something from its inputs must beat."""
+
+    def __init__(self, shape: Shape) -> None:
+        super().__init__(shape)
+        self.value = np.zeros(shape.output_size)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, lengths: np.ndarray | None = None) -> None:
+        """In float64, summed in an order the shape fixes (no BLAS): the same bits on every CPU."""
+        y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        self.value = _columns_sum(y) / len(y)
+
+    def predict_next(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        return np.broadcast_to(self.value, (len(x), len(self.value))).copy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"value": self.value}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if {name: a.shape for name, a in arrays.items()} != {"value": self.value.shape}:
+            raise ValueError(f"expected arrays {{'value': {self.value.shape}}}")
+        self.value = np.asarray(arrays["value"], dtype=np.float64)
 
 
 @BASELINES.register("linear")

@@ -106,7 +106,7 @@ class Normalised:
 
 # The reference every model is judged against reads the raw window (a normalised persistence would be itself,
 # or under `difference` the drift forecast, which is no longer the naive reference).
-UNNORMALISED = ("persistence",)
+UNNORMALISED = ("persistence", "mean")  # a last value and a constant: nothing to normalise
 
 
 def applied(kind: str, predictor, mode: str):

@@ -10,7 +10,8 @@ So here:
   `0.122 [0.026-0.248]` (a single replica, as every baseline has, shows just the number), and in how many of its
   R replicas a model beats persistence.
 
-Skill is 1 - MSE_model / MSE_persistence, from median MSEs: above 0 beats repeating the last value, 1 is perfect.
+Skill is 1 - MSE_model / MSE_reference, from median MSEs, against persistence (above 0 beats repeating the last
+value) and against the mean baseline (above 0 beats predicting the training targets' mean); 1 is perfect.
 Files are read for the (dataset, model) pairs named in params.yaml only, so results left over from a removed
 dataset or model never slip into the comparison.
 """
@@ -27,9 +28,9 @@ from pipeline.params import MODEL_KINDS_LEARNED, Params
 HEADLINE = ("test_rmse", "rollout_rmse", "valid_horizon")  # shown with their spread
 LEADERBOARD_COLUMNS = [
     "dataset", "rank", "model", "kind", "replicas",
-    "test_rmse", "test_rmse_min", "test_rmse_max", "test_skill",
+    "test_rmse", "test_rmse_min", "test_rmse_max", "test_skill", "test_skill_mean",
     "rollout_rmse", "rollout_rmse_min", "rollout_rmse_max", "rollout_skill",
-    "valid_horizon", "valid_horizon_min", "valid_horizon_max",
+    "valid_horizon", "valid_horizon_min", "valid_horizon_max", "valid_lyapunov_times",
     "rollout_mase", "rollout_smape",
     "beats_persistence", "diverged", "diverged_replicas", "rank_group",
 ]
@@ -41,8 +42,9 @@ def _skill(mse: float | None, reference: float | None) -> float | None:
     return significant(1 - mse / reference, 6)
 
 
-def _persistence(params: Params) -> str | None:
-    return next((name for name, spec in params.models.items() if spec.kind == "persistence"), None)
+def _baseline(params: Params, ds: str, kind: str) -> str | None:
+    """The variant of baseline `kind` that runs on `ds`, if any."""
+    return next((name for name in params.models_on(ds) if params.models[name].kind == kind), None)
 
 
 def _read_eval(paths: Paths, ds: str, model: str) -> dict:
@@ -69,15 +71,17 @@ def dataset_summary(params: Params, ds: str, paths: Paths) -> dict[str, dict]:
     replicas beat persistence, divergence, and a rank (1 = best, by the median)."""
     evals = {m: _read_eval(paths, ds, m) for m in params.models_on(ds)}
     trains = {m: read_json(paths.train_metrics(ds, m)) for m in params.models_on(ds)}
-    persistence = _persistence(params)
+    persistence = _baseline(params, ds, "persistence")
     reference = evals.get(persistence)
+    mean = evals.get(_baseline(params, ds, "mean"))
     table = {}
     for m, ev in evals.items():
         spread = ev["spread"]
         row = {"kind": params.models[m].kind, "replicas": int(ev["replicas"]),
                "test_rmse": ev["test"]["rmse"], "test_rmse_min": spread["test_rmse"]["min"],
                "test_rmse_max": spread["test_rmse"]["max"],
-               "test_skill": _skill(ev["test"]["mse"], reference and reference["test"]["mse"])}
+               "test_skill": _skill(ev["test"]["mse"], reference and reference["test"]["mse"]),
+               "test_skill_mean": _skill(ev["test"]["mse"], mean and mean["test"]["mse"])}
         if "rollout" in ev:
             row.update(rollout_rmse=ev["rollout"]["rmse"], rollout_rmse_min=spread["rollout_rmse"]["min"],
                        rollout_rmse_max=spread["rollout_rmse"]["max"],
@@ -86,6 +90,8 @@ def dataset_summary(params: Params, ds: str, paths: Paths) -> dict[str, dict]:
                        valid_horizon_max=spread["valid_horizon"]["max"],
                        rollout_skill=_skill(ev["rollout"]["mse"], reference and reference["rollout"]["mse"]))
             row.update({f"rollout_{k}": ev["rollout"][k] for k in ("mase", "smape") if k in ev["rollout"]})
+            if "valid_lyapunov_times" in ev["rollout"]:
+                row["valid_lyapunov_times"] = ev["rollout"]["valid_lyapunov_times"]
         row["beats_persistence"] = None if m == persistence else _beats(
             ev, reference, "rollout_mse" if "rollout" in ev else "test_mse")
         train = trains[m]
@@ -93,11 +99,16 @@ def dataset_summary(params: Params, ds: str, paths: Paths) -> dict[str, dict]:
         row["diverged_replicas"] = int(train.get("diverged_replicas", int(bool(train["diverged"]))))
         table[m] = row
     key = "rollout_rmse" if all("rollout_rmse" in r for r in table.values()) else "test_rmse"
-    ranked = sorted(table, key=lambda m: (table[m][key] is None, table[m][key] or 0.0, m))
+    # On a chaotic system every long rollout's RMSE saturates near the attractor's spread (the mean baseline's
+    # constant wins it), so models are ranked by how long they stay valid, longest first.
+    sign = 1.0
+    if key == "rollout_rmse" and KINDS.get(params.data_kinds[ds]).chaotic:
+        key, sign = "valid_horizon", -1.0
+    ranked = sorted(table, key=lambda m: (table[m][key] is None, sign * (table[m][key] or 0.0), m))
     for rank, m in enumerate(ranked, start=1):
         table[m]["rank"] = rank
     replicated = [m for m in ranked if table[m]["replicas"] >= 2]
-    values = {m: [math.inf if r.get(key) is None else float(r[key]) for r in evals[m]["per_replica"].values()]
+    values = {m: [math.inf if r.get(key) is None else sign * float(r[key]) for r in evals[m]["per_replica"].values()]
               for m in replicated}
     groups = effects.rank_letters(replicated, effects.separated_pairs(values))
     for m in ranked:
@@ -110,14 +121,19 @@ INTRO = """# Leaderboard
 Each learned model is trained as several replicas (`train.replicas`: the same data and settings, other training
 seeds). Every number is the **median over the replicas**, followed by **[min-max] over the replicas**; a number
 without brackets comes from a single fit: the baselines (persistence, linear) are deterministic, one fit each.
-Models are ranked by the median rollout RMSE where the dataset has a rollout, else by the median test RMSE.
+Models are ranked by the median rollout RMSE where the dataset has a rollout, else by the median test RMSE; on a
+chaotic system (Mackey-Glass, Lorenz) by the median steps within tolerance, longest first, since every long
+rollout's RMSE saturates there.
 The letters beside a learned model's rank group the models the replicas cannot tell apart: two models that share
 a letter are not separated by the exact rank test over their replicas, with the false discovery rate over the
 dataset's pairs at 0.05 (so "3 b" and "4 b" may be a tie); a baseline, one deterministic fit, gets none (no
 test reaches 0.05 against a single number). *beats persistence* k/R: in k of its R replicas the model's MSE (rollout MSE where the dataset has a rollout,
-else test MSE) is below persistence's. Skill = 1 - MSE / MSE(persistence), from the median MSEs (1 is perfect,
-below 0 is worse than repeating the last value). *steps within tolerance*: how many steps the free-running
-rollout stays within `evaluate.tolerance`. RMSEs are in the data's original units. For your own CSV data the
+else test MSE) is below persistence's. Skill vs persistence = 1 - MSE / MSE(persistence), from the median MSEs
+(1 is perfect, below 0 is worse than repeating the last value); skill vs mean = 1 - MSE / MSE(mean), against
+predicting the training targets' mean (the reference where the last value means nothing, as on the adding
+problem, which has no persistence row). *steps within tolerance*: how many steps the free-running
+rollout stays within `evaluate.tolerance`; on a chaotic system also in Lyapunov times (steps x time step x the
+largest Lyapunov exponent). RMSEs are in the data's original units. For your own CSV data the
 rollout is a rolling-origin backtest (every number over all its origins and series), with MASE (each origin's
 error over its series' in-sample one-step naive error; below 1 beats that naive forecast) and sMAPE in percent.
 """
@@ -126,12 +142,16 @@ error over its series' in-sample one-step naive error; below 1 beats that naive 
 def _markdown_table(table: dict[str, dict], steps: int | None) -> list[str]:
     rollout = steps is not None
     scale_free = any(row.get("rollout_mase") is not None for row in table.values())  # a backtest of user data
+    lyapunov = any(row.get("valid_lyapunov_times") is not None for row in table.values())
     header = ["rank", "model", "kind", "test RMSE"]
     if rollout:
         header += [f"{steps}-step rollout RMSE", "steps within tolerance"]
+    if lyapunov:
+        header += ["Lyapunov times"]
     if scale_free:
         header += ["MASE", "sMAPE %"]
-    header += ["beats persistence", "test skill"] + (["rollout skill"] if rollout else []) + ["diverged"]
+    header += ["beats persistence", "test skill vs persistence", "test skill vs mean"]
+    header += (["rollout skill vs persistence"] if rollout else []) + ["diverged"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m, row in table.items():
         n = row["replicas"]
@@ -141,12 +161,17 @@ def _markdown_table(table: dict[str, dict], steps: int | None) -> list[str]:
             cells += [spread_text(row.get("rollout_rmse"), row.get("rollout_rmse_min"), row.get("rollout_rmse_max"), n),
                       spread_text(row.get("valid_horizon"), row.get("valid_horizon_min"),
                                   row.get("valid_horizon_max"), n, digits=None)]
+        if lyapunov:
+            cells.append(number_text(row.get("valid_lyapunov_times"), 3)
+                         if row.get("valid_lyapunov_times") is not None else "")
         if scale_free:
             cells += [number_text(row.get(k), 3) if row.get(k) is not None else "" for k in ("rollout_mase",
                                                                                           "rollout_smape")]
         beats = row["beats_persistence"]
         cells.append(f"{beats}/{n}" if beats is not None else "(reference)" if row["kind"] == "persistence" else "")
         cells.append(number_text(row["test_skill"], 4) if row["test_skill"] is not None else "")
+        cells.append(number_text(row["test_skill_mean"], 4) if row["test_skill_mean"] is not None else
+                     "(reference)" if row["kind"] == "mean" else "")
         if rollout:
             cells.append(number_text(row.get("rollout_skill"), 4) if row.get("rollout_skill") is not None else "")
         cells.append(f"{row['diverged_replicas']}/{n}" if row["diverged"] else "no")

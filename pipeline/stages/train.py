@@ -78,10 +78,10 @@ def run(params: Params, dataset: str, model_name: str, paths: Paths = Paths()) -
 
 
 def _not_run(params: Params, dataset: str, model_name: str, paths: Paths) -> dict:
-    """A variant whose `datasets:` leaves this dataset out: its stage exists (DVC's matrix crosses every dataset
-    with every model) but trains nothing; its outputs say so, and evaluation and the report skip the pair."""
-    reason = (f"models.{model_name}.datasets is {', '.join(params.models[model_name].datasets)}, "
-              f"without {dataset}")
+    """A variant that does not run on this dataset (its `datasets:` leaves it out, or persistence on a target
+    that is not the inputs' next value): its stage exists (DVC's matrix crosses every dataset with every model)
+    but trains nothing; its outputs say so, and evaluation and the report skip the pair."""
+    reason = params.why_not_on(dataset, model_name)
     checkpoints.save_not_run(paths.checkpoint(dataset, model_name), reason)
     metrics = {"not_run": reason}
     write_json(paths.train_metrics(dataset, model_name), metrics)
