@@ -128,7 +128,7 @@ def test_a_baseline_checkpoint_with_wrong_arrays_is_an_artifact_error(tmp_path):
 
 
 def test_unknown_baseline_lists_the_choices():
-    with pytest.raises(ParamsError, match="unknown model 'median'.*linear, persistence"):
+    with pytest.raises(ParamsError, match="unknown model 'median'.*linear, mean, persistence"):
         baselines.build("median", Shape(1, 1, 5, 0, 0))
 
 

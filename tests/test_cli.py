@@ -15,8 +15,8 @@ from pipeline.cli import cli
 from conftest import tiny_params, use_datasets, write_params
 
 COMMANDS = {"check", "generate", "train", "evaluate", "compare", "report"}
-TINY_DATASETS = "sine, sincos, ramp, trajectory, memory_short, memory_long"
-TINY_MODELS = "persistence, linear, elman, concat, rnn, lstm, gru, rnn_fr"
+TINY_DATASETS = "sine, sincos, ramp, trajectory, memory_short, memory_long, mackey_glass, lorenz, adding"
+TINY_MODELS = "persistence, mean, linear, elman, concat, rnn, lstm, gru, rnn_fr"
 
 
 def invoke(*args: str) -> Result:

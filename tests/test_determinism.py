@@ -85,7 +85,7 @@ def run_stages(loaded: params.Params, trained_root: Path, root: Path, kernels: s
         patch.setattr(inference, "_matmul", matmul)
         patch.setattr(inference, "_tanh", tanh)
         for ds in DATASETS:
-            for model in ("persistence", "linear"):
+            for model in ("persistence", "mean", "linear"):
                 training.run(loaded, ds, model, Paths(root))
             for model in loaded.models:
                 evaluation.run(loaded, ds, model, Paths(root))

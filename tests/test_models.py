@@ -29,7 +29,7 @@ def sample(features: int, batch: int = B, steps: int = T, seed: int = 1) -> torc
 
 def test_registry_lists_every_variant_and_params_agrees():
     assert set(RECURRENT) == set(NAMES)
-    assert set(baselines.BASELINES.names()) == {"persistence", "linear"}
+    assert set(baselines.BASELINES.names()) == {"persistence", "mean", "linear"}
     assert set(params.MODEL_KINDS) == set(NAMES) | set(baselines.BASELINES.names())
     assert len(params.MODEL_KINDS) == len(set(params.MODEL_KINDS))
 

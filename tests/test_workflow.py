@@ -23,7 +23,7 @@ from test_pipeline import copy_project, ran
 pytestmark = pytest.mark.slow
 
 STAGES = {"generate@sine", "evaluate@sine", "compare@sine", "report"} | {
-    f"train@sine-{model}" for model in ("persistence", "linear", "gru", "rnn_fr")}  # rnn_fr: a not-run record
+    f"train@sine-{model}" for model in ("persistence", "mean", "linear", "gru", "rnn_fr")}  # rnn_fr: a not-run record
 
 # Cached outputs (DVC storage, not git) that a clone must get from the remote instead of recomputing them.
 CACHED_OUTPUTS = ["data/datasets/sine.npz", "data/models/sine/persistence.npz", "data/models/sine/linear.npz",
@@ -33,7 +33,7 @@ CACHED_OUTPUTS = ["data/datasets/sine.npz", "data/models/sine/persistence.npz", 
 # (pattern, replacement, expected number of matches) applied to the real params.yaml, line by line.
 SHRINK = [
     (r"^device: auto(\s)", r"device: cpu \1", 1),            # same width: the comment column stays put
-    (r"^- (sincos|ramp|trajectory|memory_short|memory_long)\n", "", 5),
+    (r"^- (sincos|ramp|trajectory|memory_short|memory_long|mackey_glass|lorenz|adding)\n", "", 8),
     (r"^  (elman|concat|rnn): \{\}\n", "", 3),
     (r"^  lstm:\n    forget_bias: [^\n]*\n", "", 1),
     (r"^      epochs: 200$", "      epochs: 2", 1),                # data.sine.train
@@ -190,7 +190,7 @@ def test_exp_run_set_param_changes_only_that_line_of_params_yaml(repo):
      ["  patience: 3        # early stopping: epochs without a better validation loss"]),
     ("device=cpu", ["device: auto         # auto | cpu | cuda | cuda:N | mps   (auto: cuda, then mps, then cpu)"],
      ["device: cpu          # auto | cpu | cuda | cuda:N | mps   (auto: cuda, then mps, then cpu)"]),
-    ("datasets=[sine,ramp]", ["- sincos", "- trajectory", "- memory_short", "- memory_long"], []),
+    ("datasets=[sine,ramp]", ["- sincos", "- trajectory", "- memory_short", "- memory_long", "- mackey_glass", "- lorenz", "- adding"], []),
 ])
 def test_the_real_params_yaml_is_in_the_form_that_set_param_writes(tmp_path, override, old, new):
     """The whole real file (not the shrunk copy) through DVC's own `-S` writer: only the overridden lines change."""
