@@ -224,8 +224,28 @@ def trajectory(spec: TrajectorySpec, name: str, rng: np.random.Generator) -> Dat
 
 # --- memory: seed 001's "limits of RNNs" ---------------------------------------------------------------------
 
+class _Lengths:
+    """For a spec whose `length` is an int or a range [min, max] (memory, adding)."""
+
+    length: int | tuple[int, ...]
+
+    @property
+    def shortest(self) -> int:
+        return self.length[0] if isinstance(self.length, tuple) else self.length
+
+    @property
+    def longest(self) -> int:
+        return self.length[-1] if isinstance(self.length, tuple) else self.length
+
+
+def _split_rows(rng: np.random.Generator, n: int, n_val: int, n_test: int) -> dict[str, np.ndarray]:
+    """A random permutation of n sequences cut into val, test and train rows (in that order of the draw)."""
+    order = rng.permutation(n)
+    return {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+
+
 @dataclasses.dataclass(frozen=True)
-class MemorySpec:
+class MemorySpec(_Lengths):
     """`length` N(0, 1) values; the target is x[lag] + x[-1]. Not autoregressive, so no rollout.
 
     `length` is an int (every sequence that long) or a range [min, max]: each sequence's length is drawn
@@ -237,14 +257,6 @@ class MemorySpec:
     n_train: int = setting(1000, ge=1)
     n_val: int = setting(100, ge=1)
     n_test: int = setting(200, ge=1)
-
-    @property
-    def shortest(self) -> int:
-        return self.length[0] if isinstance(self.length, tuple) else self.length
-
-    @property
-    def longest(self) -> int:
-        return self.length[-1] if isinstance(self.length, tuple) else self.length
 
     def check(self, key: str) -> None:
         if isinstance(self.length, tuple):
@@ -266,9 +278,7 @@ class MemorySpec:
 def memory(spec: MemorySpec, name: str, rng: np.random.Generator) -> Dataset:
     n = spec.n_train + spec.n_val + spec.n_test
     x = rng.standard_normal((n, spec.longest, 1))
-    order = rng.permutation(n)
-    cut = {"val": order[:spec.n_val], "test": order[spec.n_val:spec.n_val + spec.n_test],
-           "train": order[spec.n_val + spec.n_test:]}
+    cut = _split_rows(rng, n, spec.n_val, spec.n_test)
     if not isinstance(spec.length, tuple):
         y = x[:, spec.lag] + x[:, -1]
         return make_dataset(name, "memory", ["value"], {s: (x[i], y[i]) for s, i in cut.items()}, None)
@@ -411,7 +421,7 @@ def lorenz(spec: LorenzSpec, name: str, rng: np.random.Generator) -> Dataset:
 # --- adding: Hochreiter & Schmidhuber 1997 ---------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class AddingSpec:
+class AddingSpec(_Lengths):
     """The adding problem (Hochreiter & Schmidhuber 1997, experiment 4; Le et al. 2015; Arjovsky et al. 2016):
     two input channels, values U(0, 1) and a marker that is 1 at exactly two steps, one in each half of the
     sequence, 0 elsewhere; the target is the sum of the two marked values. Predicting the mean (1) costs MSE
@@ -423,14 +433,6 @@ class AddingSpec:
     n_train: int = setting(5000, ge=1)
     n_val: int = setting(500, ge=1)
     n_test: int = setting(1000, ge=1)
-
-    @property
-    def shortest(self) -> int:
-        return self.length[0] if isinstance(self.length, tuple) else self.length
-
-    @property
-    def longest(self) -> int:
-        return self.length[-1] if isinstance(self.length, tuple) else self.length
 
     def check(self, key: str) -> None:
         if isinstance(self.length, tuple):
@@ -457,9 +459,7 @@ def adding(spec: AddingSpec, name: str, rng: np.random.Generator) -> Dataset:
     x = np.stack([values, markers], axis=-1)
     x[~real_steps(lengths, spec.longest)] = 0.0  # right-padded with zeros
     y = (values[rows, first] + values[rows, second])[:, None]
-    order = rng.permutation(n)
-    cut = {"val": order[:spec.n_val], "test": order[spec.n_val:spec.n_val + spec.n_test],
-           "train": order[spec.n_val + spec.n_test:]}
+    cut = _split_rows(rng, n, spec.n_val, spec.n_test)
     variable = isinstance(spec.length, tuple)
     return make_dataset(name, "adding", ["value", "marker"], {s: (x[i], y[i]) for s, i in cut.items()}, None,
                         lengths={s: lengths[i] for s, i in cut.items()} if variable else None)
